@@ -1,0 +1,55 @@
+"""ketamine-fhir: the Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Flask, g, jsonify, request
+
+from service import db, errors
+from service.config import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("ketamine_fhir.access")
+
+
+def create_app(settings: Settings | None = None, **config: Any) -> Flask:
+    """Build the WSGI app. Nothing global: engine and sessions hang off the app."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_import_bytes, **config)
+    app.json.sort_keys = False
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    db.init_app(app, settings)
+    errors.init_app(app)
+
+    from service import health
+    from service.clinic.openapi import build_spec
+    from service.clinic.views import bp as clinic_bp
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(clinic_bp)
+    spec = build_spec()
+    app.add_url_rule("/api/v1/openapi.json", "openapi", lambda: jsonify(spec))
+    _access_log(app)
+    return app
+
+
+def _access_log(app: Flask) -> None:
+    """One line per request: method, route pattern, status, time. No ids, bodies or query strings,
+    so no patient data reaches the logs."""
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _log(response):
+        rule = request.url_rule.rule if request.url_rule else "(unmatched)"
+        elapsed = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        log.info("%s %s %s %.1fms", request.method, rule, response.status_code, elapsed)
+        return response

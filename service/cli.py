@@ -1,0 +1,147 @@
+"""The ``ketamine-fhir`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from service.config import Settings
+
+__all__ = ["main"]
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _session(settings: Settings):
+    from sqlalchemy.orm import Session
+
+    from service.db import make_engine
+
+    return Session(make_engine(settings.database_url), expire_on_commit=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ketamine-fhir")
+def main() -> None:
+    """ketamine-fhir: FHIR integration service for ketamine clinics."""
+
+
+@main.command("init-db")
+def init_db() -> None:
+    """Create the database, or migrate it to the current schema."""
+    from service.db import migrate
+
+    settings = _settings()
+    migrate(settings)
+    click.echo(f"database ready: {_safe_url(settings.database_url)}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes.")
+@click.option("--threads", default=4, show_default=True, type=int, help="Threads per worker.")
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Migrate the database, then serve the API with gunicorn."""
+    from service.db import migrate
+    from service.server import run
+
+    settings = _settings()
+    migrate(settings)
+    exe = Path(sys.argv[0]).name if Path(sys.argv[0]).name == "ketamine-fhir" else "ketamine-fhir"
+    cli = sys.argv[0] if Path(sys.argv[0]).is_absolute() else exe
+    click.echo(f"ketamine-fhir listening on http://{host}:{port}  (data: {settings.data_dir}, "
+               f"database: {_safe_url(settings.database_url)})")
+    click.echo(f"  clinic API  http://{host}:{port}/api/v1   OpenAPI  http://{host}:{port}/api/v1/openapi.json")
+    click.echo(f"  get an API token:  {cli} token create --name me --scope '*'")
+    run(settings, host, port, workers, threads)
+
+
+@main.group()
+def token() -> None:
+    """Create, list and revoke API bearer tokens."""
+
+
+@token.command("create")
+@click.option("--name", required=True, help="A name for the token's holder (unique).")
+@click.option("--scope", "scopes", required=True, multiple=True,
+              help="Scope(s): clinic:read, clinic:write, admin, * (repeat or space-separate).")
+def token_create(name: str, scopes: tuple[str, ...]) -> None:
+    """Create a token and print it (it is shown only this once)."""
+    from service.auth import TokenError, create_token
+    from service.db import migrate
+
+    settings = _settings()
+    migrate(settings)
+    with _session(settings) as db:
+        try:
+            secret = create_token(db, name, scopes)
+        except TokenError as exc:
+            raise click.UsageError(str(exc)) from None
+    click.echo(secret)
+
+
+@token.command("list")
+def token_list() -> None:
+    """List tokens (names and scopes, never secrets)."""
+    from service.auth import list_tokens
+
+    with _session(_settings()) as db:
+        for t in list_tokens(db):
+            state = "revoked" if t.revoked_at else "active"
+            click.echo(f"{t.name}\t{t.scopes}\t{state}\t{t.created_at.isoformat()}")
+
+
+@token.command("revoke")
+@click.option("--name", required=True)
+def token_revoke(name: str) -> None:
+    """Revoke a token by name."""
+    from service.auth import revoke_token
+
+    with _session(_settings()) as db:
+        if not revoke_token(db, name):
+            raise click.ClickException(f"no active token named {name!r}")
+    click.echo(f"revoked {name}")
+
+
+@main.command("import")
+@click.argument("file", type=click.File("rb"))
+def import_file(file) -> None:  # noqa: ANN001 - click file object
+    """Import clinic records from an NDJSON FILE (``-`` for stdin), as POST /api/v1/import does.
+
+    Prints the report as JSON; exits 1 when any line was rejected.
+    """
+    from service.clinic.importer import import_lines
+    from service.db import migrate
+
+    settings = _settings()
+    migrate(settings)
+    with _session(settings) as db:
+        report = import_lines(db, file)
+        db.commit()
+    click.echo(json.dumps(report, indent=2))
+    if report["rejected"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--patients", default=10, show_default=True, type=int, help="Number of synthetic patients.")
+@click.option("--seed", default=1, show_default=True, type=int)
+def synth(patients: int, seed: int) -> None:
+    """Print a synthetic clinic (no real patient data) as /import NDJSON."""
+    from service.synthetic import clinic_lines
+
+    for line in clinic_lines(patients, seed=seed):
+        click.echo(line)
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,168 @@
+"""The clinic API v1 blueprint: thin views over ``service.clinic.store``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from marshmallow import Schema, ValidationError, fields, validate
+
+from service.auth import require_scope
+from service.clinic.collections import COLLECTIONS, Collection
+from service.clinic.importer import import_lines, parse_json
+from service.clinic.store import get_record, list_records, put_record, to_response
+from service.db import get_session
+from service.errors import BadRequest, NotFound, UnprocessableEntity, flatten_errors
+
+__all__ = ["bp"]
+
+bp = Blueprint("clinic", __name__, url_prefix="/api/v1")
+
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+CHILDREN = {name for name, c in COLLECTIONS.items() if c.parent}
+
+
+class ListQuery(Schema):
+    patient_id = fields.String(validate=validate.Length(min=1, max=64))
+    since = fields.AwareDateTime()
+    status = fields.String(validate=validate.Length(min=1, max=32))
+    limit = fields.Integer(validate=validate.Range(min=1))
+    cursor = fields.String(validate=validate.Length(min=1, max=512))
+
+
+_list_query = ListQuery()
+
+
+def _collection(name: str) -> Collection:
+    coll = COLLECTIONS.get(name)
+    if coll is None:
+        raise NotFound(f"no collection {name!r}; collections: {', '.join(COLLECTIONS)}")
+    return coll
+
+
+def _child(name: str) -> Collection:
+    if name not in CHILDREN:
+        raise NotFound(f"no nested collection {name!r} under sessions; nested: {', '.join(sorted(CHILDREN))}")
+    return COLLECTIONS[name]
+
+
+def _json_body() -> Any:
+    if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
+        raise BadRequest("the body must be JSON sent as Content-Type: application/json",
+                         {"_request": [f"Content-Type {request.mimetype or '(none)'} is not application/json."]})
+    try:
+        return parse_json(request.get_data())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(errors={"_request": [f"Not valid JSON: {exc}"]}) from None
+
+
+def _write_response(coll: Collection, result: Any) -> Response:
+    body = to_response(result.row)
+    body["warnings"] = result.warnings
+    response = jsonify(body)
+    response.headers["X-Write-Outcome"] = result.outcome
+    if result.outcome == "created":
+        response.status_code = 201
+        response.headers["Location"] = _location(coll, result.row)
+    return response
+
+
+def _location(coll: Collection, row: Any) -> str:
+    if coll.parent:
+        return url_for("clinic.child_record", parent_id=row.session_id, child=coll.name, record_id=row.id)
+    return url_for("clinic.record", collection=coll.name, record_id=row.id)
+
+
+def _write(coll: Collection, record_id: str | None, parent_id: str | None, create_only: bool) -> Response:
+    db = get_session()
+    result = put_record(db, coll, _json_body(), record_id, parent_id=parent_id, create_only=create_only)
+    db.commit()
+    return _write_response(coll, result)
+
+
+def _list(coll: Collection, parent_id: str | None = None) -> Response:
+    unknown = set(request.args) - set(ListQuery._declared_fields)
+    try:
+        if unknown:
+            raise ValidationError({k: ["Unknown query parameter."] for k in sorted(unknown)})
+        args = _list_query.load(request.args.to_dict())
+    except ValidationError as exc:
+        raise UnprocessableEntity("invalid query parameters", flatten_errors(exc.messages)) from None
+    settings = current_app.config["SETTINGS"]
+    limit = min(args.pop("limit", settings.page_size), settings.max_page_size)
+    page = list_records(get_session(), coll, limit=limit, parent_id=parent_id, **args)
+    body: dict[str, Any] = {"items": page.items, "limit": limit, "next_cursor": page.next_cursor}
+    if page.next_cursor:
+        nxt = request.args.to_dict() | {"cursor": page.next_cursor}
+        body["next"] = url_for(request.endpoint, **(request.view_args or {}), **nxt)
+    return jsonify(body)
+
+
+@bp.get("/<collection>")
+@require_scope("clinic:read")
+def collection(collection: str) -> Response:
+    return _list(_collection(collection))
+
+
+@bp.post("/<collection>")
+@require_scope("clinic:write")
+def create(collection: str) -> Response:
+    return _write(_collection(collection), None, None, create_only=True)
+
+
+@bp.get("/<collection>/<record_id>")
+@require_scope("clinic:read")
+def record(collection: str, record_id: str) -> Response:
+    return jsonify(to_response(get_record(get_session(), _collection(collection), record_id)))
+
+
+@bp.put("/<collection>/<record_id>")
+@require_scope("clinic:write")
+def replace(collection: str, record_id: str) -> Response:
+    return _write(_collection(collection), record_id, None, create_only=False)
+
+
+@bp.get("/sessions/<parent_id>/<child>")
+@require_scope("clinic:read")
+def child_collection(parent_id: str, child: str) -> Response:
+    return _list(_child(child), parent_id)
+
+
+@bp.post("/sessions/<parent_id>/<child>")
+@require_scope("clinic:write")
+def child_create(parent_id: str, child: str) -> Response:
+    return _write(_child(child), None, parent_id, create_only=True)
+
+
+@bp.get("/sessions/<parent_id>/<child>/<record_id>")
+@require_scope("clinic:read")
+def child_record(parent_id: str, child: str, record_id: str) -> Response:
+    return jsonify(to_response(get_record(get_session(), _child(child), record_id, parent_id)))
+
+
+@bp.put("/sessions/<parent_id>/<child>/<record_id>")
+@require_scope("clinic:write")
+def child_replace(parent_id: str, child: str, record_id: str) -> Response:
+    return _write(_child(child), record_id, parent_id, create_only=False)
+
+
+@bp.post("/import")
+@require_scope("clinic:write")
+def import_ndjson() -> Response:
+    if request.mimetype not in NDJSON_TYPES:
+        raise BadRequest("the body must be NDJSON sent as Content-Type: application/x-ndjson",
+                         {"_request": [f"Content-Type {request.mimetype or '(none)'} is not application/x-ndjson."]})
+    db = get_session()
+    report = import_lines(db, request.get_data().splitlines())
+    db.commit()
+    response = jsonify(report)
+    response.status_code = 200
+    return response
+
+
+@bp.before_request
+def _import_size_limit() -> None:
+    # /import takes whole clinics; every other write is one record.
+    settings = current_app.config["SETTINGS"]
+    is_import = request.endpoint == "clinic.import_ndjson"
+    request.max_content_length = settings.max_import_bytes if is_import else settings.max_body_bytes

@@ -1,0 +1,193 @@
+"""SQLAlchemy models: one table per collection of the clinic API contract.
+
+Each clinical table keeps the validated clinic record as JSON (``record``, the source of truth
+that the API returns) next to typed columns for everything the database must enforce or index:
+clinic ids, MRNs, foreign keys between records, statuses and the times used for filtering.
+Integrity lives in the schema (foreign keys, unique constraints), not only in code.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "Administration",
+    "ApiToken",
+    "Base",
+    "ClinicRecord",
+    "Course",
+    "InfusionSession",
+    "Observation",
+    "Patient",
+    "PatientIdentifier",
+    "Practitioner",
+    "Referral",
+    "SessionPerformer",
+    "Vitals",
+]
+
+ID = String(64)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite keeps no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: every stored time carries its UTC offset")
+        return value.astimezone(UTC).replace(tzinfo=None) if self._naive(dialect) else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @staticmethod
+    def _naive(dialect: object) -> bool:
+        return getattr(dialect, "name", "") == "sqlite"
+
+# Deterministic constraint names so Alembic migrations are portable between SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ClinicRecord:
+    """Columns every clinic record has."""
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    record: Mapped[dict] = mapped_column(JSON, nullable=False)
+    content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str | None] = mapped_column(String(32))
+    #: clinical-check warnings from the last write (see mappings.checks), kept for the FHIR flags
+    warnings: Mapped[list | None] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+
+
+class Practitioner(ClinicRecord, Base):
+    __tablename__ = "practitioners"
+    role: Mapped[str] = mapped_column(String(32), nullable=False)
+    npi: Mapped[str | None] = mapped_column(String(10), unique=True)
+
+
+class Patient(ClinicRecord, Base):
+    __tablename__ = "patients"
+    mrn: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    birth_date: Mapped[date] = mapped_column(Date, nullable=False)
+    referring_practitioner_id: Mapped[str | None] = mapped_column(ID, ForeignKey("practitioners.id"))
+
+
+class PatientIdentifier(Base):
+    """Other systems' identifiers of a patient (e.g. the EHR's MRN): one patient per system|value."""
+
+    __tablename__ = "patient_identifiers"
+    __table_args__ = (UniqueConstraint("system", "value", name="uq_patient_identifiers_system_value"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(ID, ForeignKey("patients.id"), nullable=False, index=True)
+    system: Mapped[str] = mapped_column(String(255), nullable=False)
+    value: Mapped[str] = mapped_column(String(255), nullable=False)
+
+
+class Referral(ClinicRecord, Base):
+    __tablename__ = "referrals"
+    patient_id: Mapped[str] = mapped_column(ID, ForeignKey("patients.id"), nullable=False, index=True)
+    referrer_id: Mapped[str] = mapped_column(ID, ForeignKey("practitioners.id"), nullable=False)
+    referred_on: Mapped[date] = mapped_column(Date, nullable=False)
+
+
+class Course(ClinicRecord, Base):
+    __tablename__ = "courses"
+    patient_id: Mapped[str] = mapped_column(ID, ForeignKey("patients.id"), nullable=False, index=True)
+    referral_id: Mapped[str | None] = mapped_column(ID, ForeignKey("referrals.id"))
+    start_date: Mapped[date] = mapped_column(Date, nullable=False)
+
+
+class InfusionSession(ClinicRecord, Base):
+    """One treatment session (infusion, injection or nasal dosing visit)."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (UniqueConstraint("course_id", "number", name="uq_sessions_course_number"),)
+    patient_id: Mapped[str] = mapped_column(ID, ForeignKey("patients.id"), nullable=False, index=True)
+    course_id: Mapped[str | None] = mapped_column(ID, ForeignKey("courses.id"), index=True)
+    number: Mapped[int | None] = mapped_column(Integer)
+    start: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class SessionPerformer(Base):
+    __tablename__ = "session_performers"
+    session_id: Mapped[str] = mapped_column(ID, ForeignKey("sessions.id"), primary_key=True)
+    practitioner_id: Mapped[str] = mapped_column(ID, ForeignKey("practitioners.id"), primary_key=True)
+    function: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class Administration(ClinicRecord, Base):
+    __tablename__ = "administrations"
+    session_id: Mapped[str] = mapped_column(ID, ForeignKey("sessions.id"), nullable=False, index=True)
+    patient_id: Mapped[str] = mapped_column(ID, ForeignKey("patients.id"), nullable=False, index=True)
+    performer_id: Mapped[str | None] = mapped_column(ID, ForeignKey("practitioners.id"))
+    start: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class Observation(ClinicRecord, Base):
+    """An outcome score (PHQ-9, GAD-7, MADRS, ...)."""
+
+    __tablename__ = "observations"
+    patient_id: Mapped[str] = mapped_column(ID, ForeignKey("patients.id"), nullable=False, index=True)
+    session_id: Mapped[str | None] = mapped_column(ID, ForeignKey("sessions.id"), index=True)
+    instrument: Mapped[str] = mapped_column(String(32), nullable=False)
+    effective: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    safety_signal: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+class Vitals(ClinicRecord, Base):
+    """A set of vital signs taken during a session."""
+
+    __tablename__ = "vitals"
+    session_id: Mapped[str] = mapped_column(ID, ForeignKey("sessions.id"), nullable=False, index=True)
+    patient_id: Mapped[str] = mapped_column(ID, ForeignKey("patients.id"), nullable=False, index=True)
+    effective: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class ApiToken(Base):
+    """A static bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    scopes: Mapped[str] = mapped_column(String(1024), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+Index("ix_observations_patient_effective", Observation.patient_id, Observation.effective)
