@@ -111,7 +111,7 @@ def token_revoke(name: str) -> None:
 
 @main.command("import")
 @click.argument("file", type=click.File("rb"))
-def import_file(file) -> None:  # noqa: ANN001 - click file object
+def import_file(file) -> None:
     """Import clinic records from an NDJSON FILE (``-`` for stdin), as POST /api/v1/import does.
 
     Prints the report as JSON; exits 1 when any line was rejected.

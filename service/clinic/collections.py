@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from datetime import date, datetime
+from functools import cache
 from typing import Any
 
 from marshmallow import Schema

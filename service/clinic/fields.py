@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate
 
-__all__ = ["ICD10", "Id", "Icd10Code", "StrictBool", "StrictFloat", "StrictInt", "Text", "luhn_npi_valid"]
+__all__ = ["ICD10", "Icd10Code", "Id", "StrictBool", "StrictFloat", "StrictInt", "Text", "luhn_npi_valid"]
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 # ICD-10-CM: letter, digit, alphanumeric; optional dot and 1-4 more characters (e.g. F33.2, G90.512).
@@ -42,19 +42,19 @@ class StrictBool(fields.Boolean):
         return value
 
 
-def Id(**kwargs: Any) -> fields.String:  # noqa: N802 - reads like a field class
+def Id(**kwargs: Any) -> fields.String:
     """A clinic-assigned id: 1-64 characters of ``[A-Za-z0-9._-]``."""
     return fields.String(validate=validate.Regexp(ID_PATTERN, error="Must be 1-64 characters of A-Z a-z 0-9 . _ -."),
                          **kwargs)
 
 
-def Text(max_len: int = 255, **kwargs: Any) -> fields.String:  # noqa: N802
+def Text(max_len: int = 255, **kwargs: Any) -> fields.String:
     """A non-blank string of at most ``max_len`` characters."""
     return fields.String(validate=[validate.Length(min=1, max=max_len),
                                    validate.Regexp(r"\S", error="Must not be blank.")], **kwargs)
 
 
-def Icd10Code(**kwargs: Any) -> fields.String:  # noqa: N802
+def Icd10Code(**kwargs: Any) -> fields.String:
     """An ICD-10-CM code in its dotted form (``F33.2``)."""
     return fields.String(validate=validate.Regexp(ICD10, error="Not an ICD-10-CM code (e.g. F33.2)."), **kwargs)
 

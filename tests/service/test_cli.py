@@ -1,0 +1,113 @@
+"""The ``ketamine-fhir`` command line, including ``serve`` under gunicorn over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from service.cli import main
+from service.synthetic import clinic_lines
+from tests.factories import NURSE
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"KETAMINE_FHIR_DATA": str(tmp_path / "data"), "DATABASE_URL": ""}
+
+
+def run(env: dict[str, str], *args: str, input: str | None = None):
+    return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+
+
+def test_init_db_creates_the_sqlite_database_in_the_data_folder(env):
+    result = run(env, "init-db")
+    assert result.exit_code == 0, result.output
+    assert Path(env["KETAMINE_FHIR_DATA"], "ketamine-fhir.sqlite3").exists()
+    assert run(env, "init-db").exit_code == 0  # idempotent
+
+
+def test_token_create_prints_only_the_token(env):
+    result = run(env, "token", "create", "--name", "ehr", "--scope", "clinic:read clinic:write")
+    assert result.exit_code == 0
+    assert result.output.strip().startswith("kf_") and len(result.output.strip().splitlines()) == 1
+    listed = run(env, "token", "list").output
+    assert "ehr\tclinic:read clinic:write\tactive" in listed and result.output.strip() not in listed
+
+
+def test_token_create_refuses_unknown_scopes_and_duplicate_names(env):
+    assert run(env, "token", "create", "--name", "a", "--scope", "root").exit_code == 2
+    run(env, "token", "create", "--name", "a", "--scope", "*")
+    assert run(env, "token", "create", "--name", "a", "--scope", "*").exit_code == 2
+
+
+def test_token_revoke(env):
+    run(env, "token", "create", "--name", "a", "--scope", "*")
+    assert run(env, "token", "revoke", "--name", "a").exit_code == 0
+    assert "revoked" in run(env, "token", "list").output
+    assert run(env, "token", "revoke", "--name", "a").exit_code == 1
+
+
+def test_import_file_prints_the_report_and_fails_on_rejected_lines(env, tmp_path):
+    good = tmp_path / "clinic.ndjson"
+    good.write_text("\n".join(clinic_lines(2)) + "\n")
+    result = run(env, "import", str(good))
+    assert result.exit_code == 0
+    report = json.loads(result.output)
+    assert report["rejected"] == 0 and report["created"] > 50
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text(json.dumps({"type": "practitioners", "record": {"id": "x"}}) + "\n")
+    result = run(env, "import", str(bad))
+    assert result.exit_code == 1
+    assert json.loads(result.output)["errors"][0]["errors"]["record.name"]
+
+
+def test_synth_prints_import_ndjson(env):
+    lines = run(env, "synth", "--patients", "1").output.splitlines()
+    assert {json.loads(line)["type"] for line in lines} >= {"patients", "sessions", "administrations", "vitals"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_runs_gunicorn_and_answers_over_http(tmp_path):
+    exe = Path(sys.executable).with_name("ketamine-fhir")
+    env = os.environ | {"KETAMINE_FHIR_DATA": str(tmp_path / "data")}
+    env.pop("DATABASE_URL", None)
+    port = _free_port()
+    proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--workers", "1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in banner and "token create" in banner
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        token = subprocess.run([str(exe), "token", "create", "--name", "t", "--scope", "*"], env=env,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        assert requests.get(f"{base}/api/v1/patients", timeout=5).status_code == 401
+        response = requests.put(f"{base}/api/v1/practitioners/rn-cho", json=NURSE, headers=headers, timeout=5)
+        assert response.status_code == 201
+        assert "gunicorn" in response.headers.get("Server", "")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "rn-cho" not in output  # ids and bodies stay out of the logs
