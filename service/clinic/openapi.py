@@ -32,14 +32,16 @@ def _record_responses(name: str, created: bool) -> dict[str, Any]:
     return out
 
 
-def _paths(spec: APISpec, coll: Collection) -> None:
+def _paths(spec: APISpec, coll: Collection, nested: bool) -> None:
+    """Document a collection's routes; nested ones (administrations, vitals) are also reachable at
+    the top level, where the body carries ``session_id``."""
     name = coll.schema.__name__.removesuffix("Schema")
     body = {"required": True, "content": {"application/json": {"schema": name}}}
-    prefix = f"/sessions/{{session_id}}/{coll.name}" if coll.parent else f"/{coll.name}"
+    prefix = f"/sessions/{{session_id}}/{coll.name}" if nested else f"/{coll.name}"
     id_param = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern":
                 "^[A-Za-z0-9._-]{1,64}$"}}
     parent = [{"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}] \
-        if coll.parent else []
+        if nested else []
     security_r = [{"bearer": ["clinic:read"]}]
     security_w = [{"bearer": ["clinic:write"]}]
     spec.path(path=prefix, parameters=parent, operations={
@@ -85,7 +87,9 @@ def build_spec(server_url: str = "/api/v1") -> dict[str, Any]:
                                                           "created_at": {"type": "string", "format": "date-time"},
                                                           "updated_at": {"type": "string", "format": "date-time"}}},
                 "warnings": {"type": "array", "items": warning}}}]})
-        _paths(spec, coll)
+        _paths(spec, coll, nested=False)
+        if coll.parent:
+            _paths(spec, coll, nested=True)
     spec.path(path="/import", operations={"post": {
         "summary": "Bulk upload: NDJSON, one {\"type\": collection, \"record\": {...}} a line",
         "tags": ["import"], "security": [{"bearer": ["clinic:write"]}],
