@@ -53,8 +53,8 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 
     settings = _settings()
     migrate(settings)
-    exe = Path(sys.argv[0]).name if Path(sys.argv[0]).name == "ketamine-fhir" else "ketamine-fhir"
-    cli = sys.argv[0] if Path(sys.argv[0]).is_absolute() else exe
+    # Echo the command as it was typed (e.g. .venv/bin/ketamine-fhir) so the hint works when pasted.
+    cli = sys.argv[0] if Path(sys.argv[0]).name == "ketamine-fhir" else "ketamine-fhir"
     click.echo(f"ketamine-fhir listening on http://{host}:{port}  (data: {settings.data_dir}, "
                f"database: {_safe_url(settings.database_url)})")
     click.echo(f"  clinic API  http://{host}:{port}/api/v1   OpenAPI  http://{host}:{port}/api/v1/openapi.json")

@@ -155,6 +155,7 @@ class Administration(ClinicRecord, Base):
     session_id: Mapped[str] = mapped_column(ID, ForeignKey("sessions.id"), nullable=False, index=True)
     patient_id: Mapped[str] = mapped_column(ID, ForeignKey("patients.id"), nullable=False, index=True)
     performer_id: Mapped[str | None] = mapped_column(ID, ForeignKey("practitioners.id"))
+    drug: Mapped[str] = mapped_column(String(16), nullable=False)
     start: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 
 

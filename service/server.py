@@ -40,4 +40,6 @@ def run(settings: Settings, host: str, port: int, workers: int, threads: int) ->
         "timeout": 60,
         "graceful_timeout": 30,
         "forwarded_allow_ips": "127.0.0.1",
+        # no control socket under $HOME: several instances (and read-only homes) must coexist
+        "control_socket_disable": True,
     }).run()

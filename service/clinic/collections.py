@@ -79,7 +79,7 @@ COLLECTIONS: dict[str, Collection] = {
                          Ref("performers.practitioner_id", "practitioners"))),
         Collection("administrations", "administration", schemas.AdministrationSchema, models.Administration,
                    lambda r: {"session_id": r["session_id"], "performer_id": r.get("performer_id"),
-                              "start": _t(r["start"])},
+                              "drug": r["drug"], "start": _t(r["start"])},
                    refs=(Ref("session_id", "sessions"), Ref("performer_id", "practitioners")),
                    parent="sessions"),
         Collection("observations", "outcome score", schemas.ObservationSchema, models.Observation,

@@ -4,15 +4,38 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC
 from typing import Any
 
 from marshmallow import ValidationError, fields, validate
 
-__all__ = ["ICD10", "Icd10Code", "Id", "StrictBool", "StrictFloat", "StrictInt", "Text", "luhn_npi_valid"]
+__all__ = ["ICD10", "AwareDateTime", "FullMatch", "Icd10Code", "Id", "StrictBool", "StrictFloat", "StrictInt", "Text",
+           "luhn_npi_valid"]
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 # ICD-10-CM: letter, digit, alphanumeric; optional dot and 1-4 more characters (e.g. F33.2, G90.512).
 ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9AB](\.[0-9A-TV-Z]{1,4})?$")
+
+
+class FullMatch(validate.Regexp):
+    """A regex the whole string must match: ``re.match`` with ``$`` lets a trailing newline through."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+class AwareDateTime(fields.AwareDateTime):
+    """An ISO 8601 time with a UTC offset that has a UTC equivalent (stored times are UTC)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        result = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            result.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError("Outside the range of representable times.") from None
+        return result
 
 
 class StrictFloat(fields.Float):
@@ -21,9 +44,13 @@ class StrictFloat(fields.Float):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValidationError("Not a valid number.")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            raise ValidationError("Not a finite number.") from None
+        if not math.isfinite(number):
             raise ValidationError("Not a finite number.")
-        return float(value)
+        return number
 
 
 class StrictInt(fields.Integer):
@@ -44,19 +71,19 @@ class StrictBool(fields.Boolean):
 
 def Id(**kwargs: Any) -> fields.String:
     """A clinic-assigned id: 1-64 characters of ``[A-Za-z0-9._-]``."""
-    return fields.String(validate=validate.Regexp(ID_PATTERN, error="Must be 1-64 characters of A-Z a-z 0-9 . _ -."),
+    return fields.String(validate=FullMatch(ID_PATTERN, error="Must be 1-64 characters of A-Z a-z 0-9 . _ -."),
                          **kwargs)
 
 
 def Text(max_len: int = 255, **kwargs: Any) -> fields.String:
     """A non-blank string of at most ``max_len`` characters."""
     return fields.String(validate=[validate.Length(min=1, max=max_len),
-                                   validate.Regexp(r"\S", error="Must not be blank.")], **kwargs)
+                                   validate.Regexp(r"\s*\S", error="Must not be blank.")], **kwargs)
 
 
 def Icd10Code(**kwargs: Any) -> fields.String:
     """An ICD-10-CM code in its dotted form (``F33.2``)."""
-    return fields.String(validate=validate.Regexp(ICD10, error="Not an ICD-10-CM code (e.g. F33.2)."), **kwargs)
+    return fields.String(validate=FullMatch(ICD10, error="Not an ICD-10-CM code (e.g. F33.2)."), **kwargs)
 
 
 def luhn_npi_valid(npi: str) -> bool:

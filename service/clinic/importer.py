@@ -27,7 +27,10 @@ def parse_json(text: str | bytes) -> Any:
     def _reject(constant: str) -> None:
         raise ValueError(f"{constant} is not valid JSON")
 
-    return json.loads(text, parse_constant=_reject)
+    try:
+        return json.loads(text, parse_constant=_reject)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _line_errors(raw: str) -> tuple[dict[str, Any] | None, dict[str, list[str]] | None]:

@@ -17,7 +17,17 @@ from mappings.clinical import (
     ESKETAMINE_DEVICE_MG,
     INSTRUMENTS,
 )
-from service.clinic.fields import Icd10Code, Id, StrictBool, StrictFloat, StrictInt, Text, luhn_npi_valid
+from service.clinic.fields import (
+    AwareDateTime,
+    FullMatch,
+    Icd10Code,
+    Id,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    Text,
+    luhn_npi_valid,
+)
 
 __all__ = [
     "AdministrationSchema",
@@ -43,13 +53,13 @@ def _email() -> fields.Email:
 
 
 def _phone() -> fields.String:
-    return fields.String(validate=validate.Regexp(r"^\+?[0-9 ()./-]{3,32}$", error="Not a phone number."))
+    return fields.String(validate=FullMatch(r"^\+?[0-9 ()./-]{3,32}$", error="Not a phone number."))
 
 
 def _uri() -> fields.String:
     return fields.String(validate=[validate.Length(max=255),
-                                  validate.Regexp(r"^(https?://[^\s/]+\S*|urn:[a-z0-9][a-z0-9-]*:\S+)$",
-                                                  error="Must be an absolute URI (http(s)://... or urn:...).")])
+                                  FullMatch(r"^(https?://[^\s/]+\S*|urn:[a-z0-9][a-z0-9-]*:\S+)$",
+                                            error="Must be an absolute URI (http(s)://... or urn:...).")])
 
 
 class StrictSchema(Schema):
@@ -118,13 +128,15 @@ class PatientSchema(RecordSchema):
         if value.year < 1900:
             raise ValidationError("Must be 1900-01-01 or later.")
 
-    @validates("identifiers")
-    def _identifiers(self, value: list[dict], **_: Any) -> None:
+    @validates_schema
+    def _identifiers(self, data: dict, **_: Any) -> None:
+        # a schema validator, so it only sees identifiers whose fields all loaded
+        value = data.get("identifiers") or []
         keys = [(i.get("system"), i["value"]) for i in value]
         if len(keys) != len(set(keys)):
-            raise ValidationError("Each system|value may appear once.")
+            raise ValidationError("Each system|value may appear once.", "identifiers")
         if any(i.get("system") is None for i in value):
-            raise ValidationError("Each identifier needs its system (an absolute URI).")
+            raise ValidationError("Each identifier needs its system (an absolute URI).", "identifiers")
 
 
 class ReferralSchema(RecordSchema):
@@ -172,7 +184,7 @@ class PerformerSchema(StrictSchema):
 class AdverseEventSchema(StrictSchema):
     text = Text(1000, required=True)
     severity = fields.String(required=True, validate=OneOf(("mild", "moderate", "severe")))
-    code = fields.String(validate=validate.Regexp(r"^[1-9][0-9]{5,17}$", error="Not a SNOMED CT concept id."))
+    code = fields.String(validate=FullMatch(r"^[1-9][0-9]{5,17}$", error="Not a SNOMED CT concept id."))
 
 
 SESSION_STATUSES = ("planned", "in-progress", "completed", "stopped-early", "cancelled", "entered-in-error")
@@ -180,12 +192,12 @@ SESSION_STATUSES = ("planned", "in-progress", "completed", "stopped-early", "can
 
 class SessionSchema(RecordSchema):
     patient_id = Id(required=True)
-    start = fields.AwareDateTime(required=True)
+    start = AwareDateTime(required=True)
     status = fields.String(required=True, validate=OneOf(SESSION_STATUSES))
     course_id = Id()
     number = StrictInt(validate=_range(1, 1000))
     kind = fields.String(validate=OneOf(("induction", "booster", "maintenance")))
-    end = fields.AwareDateTime()
+    end = AwareDateTime()
     location = Text(200)
     performers = fields.List(fields.Nested(PerformerSchema), validate=validate.Length(max=20))
     psychotherapy = StrictBool()
@@ -208,14 +220,14 @@ class AdministrationSchema(RecordSchema):
     route = fields.String(required=True, validate=OneOf(
         ("iv", "im", "intranasal", "subcutaneous", "oral", "sublingual")))
     dose_mg = StrictFloat(required=True, validate=_range(0, 1000, min_inclusive=False))
-    start = fields.AwareDateTime(required=True)
+    start = AwareDateTime(required=True)
     status = fields.String(required=True, validate=OneOf(
         ("completed", "not-done", "stopped", "in-progress", "entered-in-error")))
     status_reason = Text(1000)
     dose_mg_per_kg = StrictFloat(validate=_range(0, 20, min_inclusive=False))
     weight_kg = StrictFloat(validate=_range(0, 500, min_inclusive=False))
     rate_mg_per_kg_per_h = StrictFloat(validate=_range(0, 50, min_inclusive=False))
-    end = fields.AwareDateTime()
+    end = AwareDateTime()
     product = Text(100)
     device_count = StrictInt(validate=_range(1, 10))
     lot_number = Text(64)
@@ -249,7 +261,7 @@ class ObservationSchema(RecordSchema):
     patient_id = Id(required=True)
     instrument = fields.String(required=True, validate=OneOf(sorted(INSTRUMENTS)))
     score = StrictFloat(required=True)
-    effective = fields.AwareDateTime(required=True)
+    effective = AwareDateTime(required=True)
     session_id = Id()
     timing = fields.String(validate=OneOf(("baseline", "pre", "post", "follow-up")))
     items = fields.List(StrictInt(), validate=validate.Length(max=60))
@@ -285,7 +297,7 @@ def _check_items(inst: Any, items: list[int], score: float) -> None:
 
 class VitalsSchema(RecordSchema):
     session_id = Id()  # from the URL on /sessions/<id>/vitals; required in /import
-    effective = fields.AwareDateTime(required=True)
+    effective = AwareDateTime(required=True)
     timing = fields.String(validate=OneOf(("pre-dose", "during", "post-dose", "discharge")))
     systolic_mmhg = StrictInt(validate=_range(40, 300))
     diastolic_mmhg = StrictInt(validate=_range(20, 200))

@@ -63,7 +63,7 @@ def get_record(db: Session, coll: Collection, record_id: str, parent_id: str | N
     """The stored record, or NotFound (also when it is not under the given parent)."""
     if parent_id is not None:
         _parent_or_404(db, coll, parent_id)
-    row = db.get(coll.model, record_id)
+    row = db.get(coll.model, record_id) if re.fullmatch(ID_PATTERN, record_id) else None
     if row is None or (parent_id is not None and row.session_id != parent_id):
         raise NotFound(f"no {coll.label} with id {record_id!r}")
     return row
@@ -71,7 +71,7 @@ def get_record(db: Session, coll: Collection, record_id: str, parent_id: str | N
 
 def _parent_or_404(db: Session, coll: Collection, parent_id: str) -> models.ClinicRecord:
     parent = COLLECTIONS[coll.parent]
-    row = db.get(parent.model, parent_id)
+    row = db.get(parent.model, parent_id) if re.fullmatch(ID_PATTERN, parent_id) else None
     if row is None:
         raise NotFound(f"no {parent.label} with id {parent_id!r}")
     return row
@@ -87,7 +87,24 @@ def load(coll: Collection, body: Any) -> dict[str, Any]:
         data = schema.load(body)
     except ValidationError as exc:
         raise UnprocessableEntity(errors=flatten_errors(exc.messages)) from None
-    return _jsonable(data)
+    record = _jsonable(data)
+    unstorable = _unstorable_strings(record)
+    if unstorable:
+        raise UnprocessableEntity(errors={path: ["Must not contain NUL characters or unpaired surrogates."]
+                                          for path in unstorable})
+    return record
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable_strings(value: Any, path: str = "") -> list[str]:
+    """Paths of strings no database can store as text: NUL (PostgreSQL) and unpaired UTF-16
+    surrogates (not UTF-8). Both are legal JSON escapes (``\\u0000``, ``\\ud800``)."""
+    if isinstance(value, str):
+        return [path] if _UNSTORABLE.search(value) else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [p for key, item in items for p in _unstorable_strings(item, f"{path}.{key}" if path else str(key))]
 
 
 def _jsonable(value: Any) -> Any:
@@ -120,8 +137,33 @@ def put_record(
     record["id"] = record_id
     if coll.parent:
         _resolve_parent_id(coll, record, parent_id)
-    with db.begin_nested():
-        return _write(db, coll, record, create_only, now or datetime.now(UTC))
+    with db.no_autoflush:  # queries must not flush half-built rows; the one flush is explicit
+        targets = _resolve_refs(db, coll, record)
+        patient_id = _patient_of(coll, record, targets)
+        existing = db.get(coll.model, record["id"])
+        _keep(db, existing, *targets.values())
+        digest = _hash(record)
+        if existing is not None:
+            if coll.has_patient and existing.patient_id != patient_id:
+                raise Conflict(f"{coll.label} {record['id']!r} belongs to another patient",
+                               {"patient_id": ["A stored record cannot move to another patient."]})
+            if existing.content_hash == digest:
+                return WriteResult(existing, "unchanged", existing.warnings or [])
+            if create_only:
+                raise Conflict(f"{coll.label} {record['id']!r} exists with other content; PUT replaces it",
+                               {"id": ["Already exists with other content."]})
+        # Only the write needs a SAVEPOINT: a failure inside it leaves nothing behind.
+        with db.begin_nested():
+            return _write(db, coll, record, existing, targets, patient_id, digest, now or datetime.now(UTC))
+
+
+def _keep(db: Session, *rows: models.ClinicRecord | None) -> None:
+    """Hold rows strongly for the session's life: its identity map holds them weakly, and later
+    lines of an import name the same patients, courses and sessions again."""
+    kept = db.info.setdefault("kept_rows", {})
+    for row in rows:
+        if row is not None:
+            kept[(type(row), row.id)] = row
 
 
 def _resolve_id(record: dict[str, Any], url_id: str | None) -> str:
@@ -148,21 +190,10 @@ def _resolve_parent_id(coll: Collection, record: dict[str, Any], url_parent: str
         raise UnprocessableEntity(errors={key: ["Missing data for required field."]})
 
 
-def _write(db: Session, coll: Collection, record: dict[str, Any], create_only: bool, now: datetime) -> WriteResult:
-    targets = _resolve_refs(db, coll, record)
-    patient_id = _patient_of(coll, record, targets)
-    existing = db.get(coll.model, record["id"])
-    digest = _hash(record)
-    if existing is not None:
-        if coll.has_patient and existing.patient_id != patient_id:
-            raise Conflict(f"{coll.label} {record['id']!r} belongs to another patient",
-                           {"patient_id": ["A stored record cannot move to another patient."]})
-        if existing.content_hash == digest:
-            return WriteResult(existing, "unchanged", existing.warnings or [])
-        if create_only:
-            raise Conflict(f"{coll.label} {record['id']!r} exists with other content; PUT replaces it",
-                           {"id": ["Already exists with other content."]})
+def _write(db: Session, coll: Collection, record: dict[str, Any], existing: models.ClinicRecord | None,
+           targets: dict[str, Any], patient_id: str | None, digest: str, now: datetime) -> WriteResult:
     _check_unique(db, coll, record)
+    previous_drug = existing.record.get("drug") if existing is not None else None
     row = existing or coll.model(id=record["id"], created_at=now, version=0)
     row.record = record
     row.content_hash = digest
@@ -175,14 +206,15 @@ def _write(db: Session, coll: Collection, record: dict[str, Any], create_only: b
         row.patient_id = patient_id
     if existing is None:
         db.add(row)
-    _write_side_tables(db, coll, record)
+    _keep(db, row)
+    _write_side_tables(db, coll, record, replace=existing is not None)
     row.warnings = _warnings(db, coll, record, targets)
     try:
         db.flush()
     except IntegrityError as exc:  # a concurrent writer took a unique value between check and flush
         raise Conflict(f"{coll.label} conflicts with a stored record: {exc.orig.__class__.__name__}") from None
     warnings = row.warnings
-    if coll.name in ("sessions", "administrations", "vitals"):
+    if _may_change_rems(db, coll, record, previous_drug):
         session_id = record["id"] if coll.name == "sessions" else record["session_id"]
         _refresh_rems(db, session_id)
         warnings = row.warnings if coll.name == "sessions" else row.warnings + rems_of(db, session_id)
@@ -256,14 +288,15 @@ def _check_unique(db: Session, coll: Collection, record: dict[str, Any]) -> None
                            {"number": [f"Session {other!r} is number {record['number']} of this course."]})
 
 
-def _write_side_tables(db: Session, coll: Collection, record: dict[str, Any]) -> None:
+def _write_side_tables(db: Session, coll: Collection, record: dict[str, Any], replace: bool) -> None:
     if coll.name == "patients":
-        db.execute(delete(models.PatientIdentifier).where(models.PatientIdentifier.patient_id == record["id"]))
-        db.flush()
+        if replace:
+            db.execute(delete(models.PatientIdentifier).where(models.PatientIdentifier.patient_id == record["id"]))
         db.add_all(models.PatientIdentifier(patient_id=record["id"], system=i["system"], value=i["value"])
                    for i in record.get("identifiers") or [])
     elif coll.name == "sessions":
-        db.execute(delete(models.SessionPerformer).where(models.SessionPerformer.session_id == record["id"]))
+        if replace:
+            db.execute(delete(models.SessionPerformer).where(models.SessionPerformer.session_id == record["id"]))
         db.add_all(models.SessionPerformer(session_id=record["id"], practitioner_id=p["practitioner_id"],
                                            function=p["function"]) for p in record.get("performers") or [])
 
@@ -302,6 +335,19 @@ def _is_pre_dose(db: Session, vitals: dict[str, Any]) -> bool:
     return first is not None and datetime.fromisoformat(vitals["effective"]) < first
 
 
+def _may_change_rems(db: Session, coll: Collection, record: dict[str, Any], previous_drug: str | None) -> bool:
+    """Whether this write can change its session's REMS check, which only esketamine sessions have."""
+    if coll.name == "sessions":
+        return True
+    if coll.name == "administrations":
+        return "esketamine" in (record["drug"], previous_drug)
+    if coll.name == "vitals":
+        return db.scalar(select(models.Administration.id).where(
+            models.Administration.session_id == record["session_id"],
+            models.Administration.drug == "esketamine").limit(1)) is not None
+    return False
+
+
 def _refresh_rems(db: Session, session_id: str) -> None:
     """Recompute the session's REMS warning from its doses and vitals; stored on the session."""
     session = db.get(models.InfusionSession, session_id)
@@ -329,8 +375,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         stamp, record_id = json.loads(raw)
-        return datetime.fromisoformat(stamp), str(record_id)
-    except (ValueError, TypeError) as exc:
+        when = datetime.fromisoformat(stamp)
+        if when.tzinfo is None or not re.fullmatch(ID_PATTERN, record_id):
+            raise ValueError("not an aware time and a record id")
+        when.astimezone(UTC)  # OverflowError when it has no UTC equivalent
+        return when, record_id
+    except (ValueError, TypeError, OverflowError) as exc:
         raise UnprocessableEntity(errors={"cursor": ["Not a cursor this API issued."]}) from exc
 
 

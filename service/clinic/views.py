@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from service.auth import require_scope
 from service.clinic.collections import COLLECTIONS, Collection
+from service.clinic.fields import ID_PATTERN, AwareDateTime, FullMatch
 from service.clinic.importer import import_lines, parse_json
 from service.clinic.store import get_record, list_records, put_record, to_response
 from service.db import get_session
@@ -23,9 +24,9 @@ CHILDREN = {name for name, c in COLLECTIONS.items() if c.parent}
 
 
 class ListQuery(Schema):
-    patient_id = fields.String(validate=validate.Length(min=1, max=64))
-    since = fields.AwareDateTime()
-    status = fields.String(validate=validate.Length(min=1, max=32))
+    patient_id = fields.String(validate=FullMatch(ID_PATTERN, error="Must be 1-64 characters of A-Z a-z 0-9 . _ -."))
+    since = AwareDateTime()
+    status = fields.String(validate=FullMatch(r"[a-z-]{1,32}", error="Must be 1-32 characters of a-z and -."))
     limit = fields.Integer(validate=validate.Range(min=1))
     cursor = fields.String(validate=validate.Length(min=1, max=512))
 

@@ -166,6 +166,7 @@ def upgrade() -> None:
         sa.Column("session_id", sa.String(length=64), nullable=False),
         sa.Column("patient_id", sa.String(length=64), nullable=False),
         sa.Column("performer_id", sa.String(length=64), nullable=True),
+        sa.Column("drug", sa.String(length=16), nullable=False),
         sa.Column("start", sa.DateTime(timezone=True), nullable=False),
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("record", sa.JSON(), nullable=False),
