@@ -1,0 +1,38 @@
+"""What a mapping needs besides the record: the clinic's identity and its related records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MappingContext"]
+
+Record = Mapping[str, Any]
+
+
+def _no_lookup(collection: str, record_id: str) -> Record | None:
+    return None
+
+
+def _no_children(parent_id: str, collection: str) -> list[Record]:
+    return []
+
+
+@dataclass(frozen=True)
+class MappingContext:
+    """The caller's view of the clinic, passed into pure mappings (no IO inside them).
+
+    ``lookup(collection, id)`` returns a related clinic record (or None); ``children(session_id,
+    collection)`` a session's administrations or vitals. The service answers them from the
+    database, ``ketamine-fhir map`` from the records read so far.
+    """
+
+    base_uri: str
+    clinic_name: str = "Ketamine clinic"
+    lookup: Callable[[str, str], Record | None] = field(default=_no_lookup)
+    children: Callable[[str, str], list[Record]] = field(default=_no_children)
+
+    def session_patient_id(self, session_id: str) -> str | None:
+        session = self.lookup("sessions", session_id)
+        return session["patient_id"] if session else None

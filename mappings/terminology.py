@@ -1,0 +1,190 @@
+"""Every code, code system URI and display the FHIR mappings emit — and nowhere else.
+
+Clinical codes come from shared/domain/clinical-reference.md (section numbers in comments; "U"
+marks codes the reference flags as unverified, used as its section 0 decides). A ``display`` is
+set only where the reference quotes one verbatim; otherwise the coding has none and the
+CodeableConcept's ``text`` says what it is (a test checks both against the reference). FHIR-core code
+systems that the FHIR spec itself requires (identifier type, adverse-event severity) are listed
+apart. Local codes use the clinic's own CodeSystems under ``<clinic base URI>/CodeSystem/``;
+never an invented LOINC, SNOMED or RxNorm code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ADVERSE_EVENT_SEVERITY",
+    "ENCOUNTER_CLASS_AMB",
+    "ESKETAMINE",
+    "ICD10CM_DISPLAY",
+    "INSTRUMENT_CODES",
+    "KETAMINE",
+    "LOCAL_SYSTEMS",
+    "OBSERVATION_CATEGORY",
+    "PROCEDURE_CODES",
+    "ROUTES",
+    "SYSTEM",
+    "VITALS",
+    "Code",
+    "local_system",
+]
+
+
+@dataclass(frozen=True)
+class Code:
+    system: str
+    code: str
+    display: str | None = None
+
+    def coding(self) -> dict[str, str]:
+        out = {"system": self.system, "code": self.code}
+        if self.display:
+            out["display"] = self.display
+        return out
+
+
+#: Code system URIs (reference section 1).
+SYSTEM = {
+    "rxnorm": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "ndc": "http://hl7.org/fhir/sid/ndc",
+    "snomed": "http://snomed.info/sct",
+    "loinc": "http://loinc.org",
+    "ucum": "http://unitsofmeasure.org",
+    "icd10cm": "http://hl7.org/fhir/sid/icd-10-cm",
+    "cpt": "http://www.ama-assn.org/go/cpt",
+    "hcpcs": "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+    "v3-ActCode": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+    "observation-category": "http://terminology.hl7.org/CodeSystem/observation-category",
+    "npi": "http://hl7.org/fhir/sid/us-npi",  # named by the mappings issue for Practitioner.identifier
+    # FHIR-core code systems required by the spec's own bindings (not clinical terminology):
+    "v2-0203": "http://terminology.hl7.org/CodeSystem/v2-0203",
+    "adverse-event-severity": "http://terminology.hl7.org/CodeSystem/adverse-event-severity",
+}
+
+#: The clinic's own CodeSystems (reference section 0: instruments without LOINC), relative to the
+#: clinic base URI: ``<base>/CodeSystem/<name>``.
+LOCAL_SYSTEMS = ("instrument", "procedure", "severity-band", "practitioner-role")
+
+
+def local_system(base_uri: str, name: str) -> str:
+    """The URI of one of the clinic's CodeSystems."""
+    if name not in LOCAL_SYSTEMS:
+        raise KeyError(name)
+    return f"{base_uri.rstrip('/')}/CodeSystem/{name}"
+
+
+# --- medications (section 0 and 2) -------------------------------------------------------------
+KETAMINE = Code(SYSTEM["rxnorm"], "6130", "ketamine")  # U in the reference; section 0 decision
+ESKETAMINE = Code(SYSTEM["rxnorm"], "2201623", "esketamine Nasal Spray")
+SPRAVATO = Code(SYSTEM["rxnorm"], "2201625", "esketamine Nasal Spray [Spravato]")
+#: Spravato dose kits by device count (section 2.2)
+SPRAVATO_KIT_NDC = {2: Code(SYSTEM["ndc"], "50458-028-02"), 3: Code(SYSTEM["ndc"], "50458-028-03")}
+
+# --- routes (section 3) -------------------------------------------------------------------------
+ROUTES = {
+    "iv": Code(SYSTEM["snomed"], "47625008", "Intravenous route (qualifier value)"),
+    "im": Code(SYSTEM["snomed"], "78421000", "Intramuscular route (qualifier value)"),
+    "intranasal": Code(SYSTEM["snomed"], "46713006", "Nasal route (qualifier value)"),
+    "subcutaneous": Code(SYSTEM["snomed"], "34206005", "Subcutaneous route"),
+    "oral": Code(SYSTEM["snomed"], "26643006", "Oral route"),
+    "sublingual": Code(SYSTEM["snomed"], "37839007", "Sublingual route"),
+}
+
+# --- procedures and encounter (sections 0, 4, 5) ------------------------------------------------
+PROCEDURE_CODES = {
+    "iv-infusion": Code(SYSTEM["cpt"], "96365"),
+    "esketamine-56": Code(SYSTEM["hcpcs"], "G2082"),
+    "esketamine-84": Code(SYSTEM["hcpcs"], "G2083"),
+}
+#: CodeableConcept.text for the procedure codes (the reference's "meaning", not official displays)
+PROCEDURE_TEXT = {
+    "iv-infusion": "IV ketamine infusion",
+    "im-injection": "IM ketamine injection",
+    "esketamine-56": "Esketamine nasal spray session (up to 56 mg) with monitoring",
+    "esketamine-84": "Esketamine nasal spray session (greater than 56 mg) with monitoring",
+    "other": "Ketamine administration",
+}
+ENCOUNTER_CLASS_AMB = Code(SYSTEM["v3-ActCode"], "AMB", "ambulatory")
+
+# --- observations (sections 7 and 8) ------------------------------------------------------------
+OBSERVATION_CATEGORY = {
+    "survey": Code(SYSTEM["observation-category"], "survey"),
+    "vital-signs": Code(SYSTEM["observation-category"], "vital-signs"),
+}
+
+#: Instrument total-score codes (LOINC where the reference has one; else None: local code).
+INSTRUMENT_CODES: dict[str, Code | None] = {
+    "phq9": Code(SYSTEM["loinc"], "44261-6", "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]"),
+    "phq2": Code(SYSTEM["loinc"], "55758-7", "PHQ-2 total score [Reported]"),
+    "gad7": Code(SYSTEM["loinc"], "70274-6"),  # the reference elides part of its display
+    "pcl5": Code(SYSTEM["loinc"], "101698-9"),  # V1 in the reference; no display given there
+    "pain-nrs": Code(SYSTEM["loinc"], "72514-3", "Pain severity - 0-10 verbal numeric rating [Score] - Reported"),
+    "peg": Code(SYSTEM["loinc"], "91147-9", "Mean score [PEG]"),
+    "bdi2": Code(SYSTEM["loinc"], "89209-1", "Beck Depression Inventory II total score [BDI]"),
+    "audit-c": Code(SYSTEM["loinc"], "75626-2", "Total score [AUDIT-C]"),
+    "cssrs": None,  # the screener panel (93373-9) has no total-score code: local code
+    "madrs": None,
+    "hamd17": None,
+    "qids-sr16": None,
+    "ymbocs": None,
+    "cadss": None,
+    "bprs": None,
+}
+
+#: LOINC item codes in instrument order, where the reference lists them (section 7.1).
+INSTRUMENT_ITEM_CODES: dict[str, tuple[str, ...]] = {
+    "phq9": ("44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3", "44260-8"),
+    "gad7": ("69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7"),
+    "phq2": ("44250-9", "44255-8"),
+    "audit-c": ("68518-0", "68519-8", "68520-6"),
+    "peg": ("75893-8", "91145-3", "91146-1"),
+}
+
+#: Vital signs (section 8): LOINC code, display, UCUM unit code, unit text.
+VITALS = {
+    "bp_panel": Code(SYSTEM["loinc"], "85354-9", "Blood pressure panel with all children optional"),
+    "systolic_mmhg": Code(SYSTEM["loinc"], "8480-6"),
+    "diastolic_mmhg": Code(SYSTEM["loinc"], "8462-4"),
+    "heart_rate_bpm": Code(SYSTEM["loinc"], "8867-4"),
+    "respiratory_rate_bpm": Code(SYSTEM["loinc"], "9279-1"),
+    "spo2_pct": Code(SYSTEM["loinc"], "2708-6", "Oxygen saturation in Arterial blood"),
+    "spo2_pulse_ox": Code(SYSTEM["loinc"], "59408-5"),
+    "temperature_c": Code(SYSTEM["loinc"], "8310-5"),
+    "weight_kg": Code(SYSTEM["loinc"], "29463-7"),
+}
+#: Observation.code.text of each vital sign
+VITALS_TEXT = {"bp_panel": "Blood pressure", "heart_rate_bpm": "Heart rate",
+               "respiratory_rate_bpm": "Respiratory rate", "spo2_pct": "Oxygen saturation (pulse oximetry)",
+               "temperature_c": "Body temperature", "weight_kg": "Body weight",
+               "systolic_mmhg": "Systolic blood pressure", "diastolic_mmhg": "Diastolic blood pressure"}
+#: UCUM code of each measurement
+VITALS_UNIT = {"systolic_mmhg": "mm[Hg]", "diastolic_mmhg": "mm[Hg]", "heart_rate_bpm": "/min",
+               "respiratory_rate_bpm": "/min", "spo2_pct": "%", "temperature_c": "Cel", "weight_kg": "kg"}
+
+#: UCUM units (section 8.2): code -> human unit text
+UCUM = {"mg": "mg", "mg/kg": "mg/kg", "mg/kg/h": "mg/kg/h", "mg/h": "mg/h", "min": "min", "h": "h",
+        "mm[Hg]": "mmHg", "/min": "/min", "%": "%", "kg": "kg", "Cel": "Cel", "{score}": "{score}", "cm": "cm"}
+
+# --- diagnoses (section 6.1) --------------------------------------------------------------------
+ICD10CM_DISPLAY = {
+    "F33.2": "Major depressive disorder, recurrent severe without psychotic features",
+    "F33.1": "Major depressive disorder, recurrent, moderate",
+    "F32.2": "Major depressive disorder, single episode, severe without psychotic features",
+    "F43.10": "Post-traumatic stress disorder, unspecified",
+    "F43.11": "Post-traumatic stress disorder, acute",
+    "F43.12": "Post-traumatic stress disorder, chronic",
+    "F41.1": "Generalized anxiety disorder",
+    "F42.2": "Mixed obsessional thoughts and acts",
+    "F42.9": "Obsessive-compulsive disorder, unspecified",
+    "M79.7": "Fibromyalgia",
+    "G89.29": "Other chronic pain",
+    "G89.4": "Chronic pain syndrome",
+    "F10.20": "Alcohol dependence, uncomplicated",
+    "R45.851": "Suicidal ideations",
+}
+
+# --- FHIR-core value sets ----------------------------------------------------------------------
+IDENTIFIER_TYPE_MR = Code(SYSTEM["v2-0203"], "MR", "Medical record number")
+ADVERSE_EVENT_SEVERITY = {s: Code(SYSTEM["adverse-event-severity"], s, s.capitalize())
+                          for s in ("mild", "moderate", "severe")}
