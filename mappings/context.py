@@ -23,9 +23,13 @@ def _no_children(parent_id: str, collection: str) -> list[Record]:
 class MappingContext:
     """The caller's view of the clinic, passed into pure mappings (no IO inside them).
 
-    ``lookup(collection, id)`` returns a related clinic record (or None); ``children(session_id,
-    collection)`` a session's administrations or vitals. The service answers them from the
-    database, ``ketamine-fhir map`` from the records read so far.
+    ``lookup(collection, id)`` returns a related clinic record (or None). ``children(parent_id,
+    collection)`` returns the records of ``collection`` under a parent, in a stable order:
+    ``"administrations"`` and ``"vitals"`` of a session id, ``"sessions"`` of a course id. Records
+    of administrations and vitals handed to mappings may carry ``patient_id`` (the service adds it).
+    Every record may carry ``warnings`` (the clinical checks of its last write), which mappings
+    flag on the resource. The service answers from the database, ``ketamine-fhir map`` from the
+    records read so far.
     """
 
     base_uri: str

@@ -64,7 +64,8 @@ SYSTEM = {
 
 #: The clinic's own CodeSystems (reference section 0: instruments without LOINC), relative to the
 #: clinic base URI: ``<base>/CodeSystem/<name>``.
-LOCAL_SYSTEMS = ("instrument", "procedure", "severity-band", "practitioner-role")
+LOCAL_SYSTEMS = ("instrument", "instrument-item", "procedure", "encounter-type", "severity-band",
+                 "practitioner-role", "participant-function", "timing")
 
 
 def local_system(base_uri: str, name: str) -> str:

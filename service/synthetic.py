@@ -270,7 +270,7 @@ def _session(
         session["stop_reason"] = "Blood pressure above hold threshold"
         session["adverse_events"] = [{"text": "Transient hypertension", "severity": "moderate"}]
     elif status == "completed" and k == 0:
-        session["adverse_events"] = [{"text": "Nausea", "severity": "mild", "code": "422587007"}]
+        session["adverse_events"] = [{"text": "Nausea", "severity": "mild"}]
     if status == "cancelled":
         session["stop_reason"] = "Patient unwell; rescheduled"
     yield "sessions", session
