@@ -14,7 +14,7 @@ __all__ = ["ICD10", "AwareDateTime", "FullMatch", "Icd10Code", "Id", "StrictBool
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 # ICD-10-CM: letter, digit, alphanumeric; optional dot and 1-4 more characters (e.g. F33.2, G90.512).
-ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9AB](\.[0-9A-TV-Z]{1,4})?$")
+ICD10 = re.compile(r"^[A-Z][0-9][0-9AB](\.[0-9A-TV-Z]{1,4})?$")
 
 
 class FullMatch(validate.Regexp):

@@ -26,7 +26,7 @@ CHILDREN = {name for name, c in COLLECTIONS.items() if c.parent}
 class ListQuery(Schema):
     patient_id = fields.String(validate=FullMatch(ID_PATTERN, error="Must be 1-64 characters of A-Z a-z 0-9 . _ -."))
     since = AwareDateTime()
-    status = fields.String(validate=FullMatch(r"[a-z-]{1,32}", error="Must be 1-32 characters of a-z and -."))
+    status = fields.String(validate=FullMatch(r"^[a-z-]{1,32}$", error="Must be 1-32 characters of a-z and -."))
     limit = fields.Integer(validate=validate.Range(min=1))
     cursor = fields.String(validate=validate.Length(min=1, max=512))
 
