@@ -16,14 +16,18 @@ from mappings.clinical import (
     Thresholds,
     is_psychiatric,
 )
+from mappings.context import MappingContext
 
 __all__ = [
     "Warning",
     "administration_warnings",
+    "course_indication",
     "observation_warnings",
     "rems_warnings",
+    "session_rems",
     "session_warnings",
     "vitals_warnings",
+    "warnings_for",
 ]
 
 Warning = dict[str, str]
@@ -166,3 +170,42 @@ def rems_warnings(
 
 def instrument_names() -> list[str]:
     return sorted(INSTRUMENTS)
+
+
+def course_indication(session: Record, ctx: MappingContext) -> str | None:
+    """A session's indication: its course's, else the first diagnosis of the course's referral."""
+    course = ctx.lookup("courses", session["course_id"]) if session.get("course_id") else None
+    if course is None:
+        return None
+    if course.get("indication"):
+        return course["indication"]
+    referral = ctx.lookup("referrals", course["referral_id"]) if course.get("referral_id") else None
+    return referral["diagnoses"][0] if referral else None
+
+
+def _pre_dose(vitals: Record, ctx: MappingContext) -> bool:
+    if vitals.get("timing"):
+        return vitals["timing"] == "pre-dose"
+    starts = [_time(a["start"]) for a in ctx.children(vitals["session_id"], "administrations")]
+    return bool(starts) and _time(vitals["effective"]) < min(starts)
+
+
+def warnings_for(collection: str, record: Record, ctx: MappingContext) -> list[Warning]:
+    """The clinical checks of one record, with what they need looked up through ``ctx``."""
+    if collection == "administrations":
+        session = ctx.lookup("sessions", record["session_id"]) or {}
+        patient = ctx.lookup("patients", session.get("patient_id", "")) or {}
+        return administration_warnings(record, patient_weight_kg=patient.get("weight_kg"),
+                                       indication=course_indication(session, ctx) if session else None)
+    if collection == "vitals":
+        return vitals_warnings(record, pre_dose=_pre_dose(record, ctx))
+    if collection == "observations":
+        return observation_warnings(record)
+    if collection == "sessions":
+        return session_warnings(record)
+    return []
+
+
+def session_rems(session: Record, ctx: MappingContext) -> list[Warning]:
+    """The REMS check of a session from its recorded doses and vitals."""
+    return rems_warnings(session, ctx.children(session["id"], "administrations"), ctx.children(session["id"], "vitals"))

@@ -13,9 +13,13 @@ __all__ = [
     "DOSE_CONSISTENCY_TOLERANCE_PCT",
     "ESKETAMINE_DEVICE_MG",
     "INSTRUMENTS",
+    "SEVERITY_BANDS",
     "Instrument",
+    "SeverityBand",
     "Thresholds",
+    "band_for",
     "is_psychiatric",
+    "severity_band",
 ]
 
 
@@ -58,6 +62,52 @@ INSTRUMENTS: dict[str, Instrument] = {
         Instrument("audit-c", "AUDIT-C", 0, 12, items=3, item_max=4),
     )
 }
+
+
+@dataclass(frozen=True)
+class SeverityBand:
+    """One severity band of an instrument's total score (section 7.2); ``code`` is the band's code
+    in the clinic's ``severity-band`` CodeSystem, shared by every instrument with that band name."""
+
+    code: str
+    label: str
+    low: float
+    high: float
+
+
+def _bands(*bands: tuple[str, str, float, float]) -> tuple[SeverityBand, ...]:
+    return tuple(SeverityBand(*b) for b in bands)
+
+
+#: Severity bands where section 7.2 gives them: PHQ-9 (Kroenke 2001) and GAD-7 (Spitzer 2006);
+#: QIDS-SR16 and BDI-II bands are the "commonly" used ones the reference marks U (unverified).
+SEVERITY_BANDS: dict[str, tuple[SeverityBand, ...]] = {
+    "phq9": _bands(("minimal", "Minimal", 0, 4), ("mild", "Mild", 5, 9), ("moderate", "Moderate", 10, 14),
+                   ("moderately-severe", "Moderately severe", 15, 19), ("severe", "Severe", 20, 27)),
+    "gad7": _bands(("minimal", "Minimal", 0, 4), ("mild", "Mild", 5, 9), ("moderate", "Moderate", 10, 14),
+                   ("severe", "Severe", 15, 21)),
+    "qids-sr16": _bands(("none", "None", 0, 5), ("mild", "Mild", 6, 10), ("moderate", "Moderate", 11, 15),
+                        ("severe", "Severe", 16, 20), ("very-severe", "Very severe", 21, 27)),
+    "bdi2": _bands(("minimal", "Minimal", 0, 13), ("mild", "Mild", 14, 19), ("moderate", "Moderate", 20, 28),
+                   ("severe", "Severe", 29, 63)),
+}
+
+
+def band_for(instrument: str, score: float) -> SeverityBand | None:
+    """The severity band of a total score (None: no bands for the instrument, or out of range)."""
+    bands = SEVERITY_BANDS.get(instrument, ())
+    if not bands or not bands[0].low <= score <= bands[-1].high:
+        return None
+    # the band whose lower bound the score has reached (integer bands leave no gaps this way)
+    return [b for b in bands if b.low <= score][-1]
+
+
+def severity_band(instrument: str, score: float) -> str | None:
+    """The severity-band code of a total score, or None where the reference gives no bands (or the
+    score is outside the instrument's range)."""
+    band = band_for(instrument, score)
+    return band.code if band else None
+
 
 #: one Spravato device delivers 28 mg (section 9.2)
 ESKETAMINE_DEVICE_MG = 28

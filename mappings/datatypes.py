@@ -37,9 +37,12 @@ def business_identifier(base_uri: str, collection: str, clinic_id: str, **extra:
 
 
 def reference(base_uri: str, resource_type: str, collection: str, clinic_id: str,
-              display: str | None = None) -> dict[str, str]:
-    """A relative reference to the resource another clinic record maps to."""
-    out = {"reference": f"{resource_type}/{fhir_id(base_uri, resource_type, collection, clinic_id)}"}
+              display: str | None = None) -> dict[str, Any]:
+    """A relative reference to the resource another clinic record maps to, with that resource's
+    business identifier: our ids are uuid5 hashes a receiver cannot turn back into clinic ids, and
+    a server that re-hosts our resources under its own ids keeps the identifier (R4 Reference)."""
+    out: dict[str, Any] = {"reference": f"{resource_type}/{fhir_id(base_uri, resource_type, collection, clinic_id)}",
+                           "identifier": business_identifier(base_uri, collection, clinic_id)}
     if display:
         out["display"] = display
     return out

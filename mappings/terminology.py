@@ -189,3 +189,61 @@ ICD10CM_DISPLAY = {
 IDENTIFIER_TYPE_MR = Code(SYSTEM["v2-0203"], "MR", "Medical record number")
 ADVERSE_EVENT_SEVERITY = {s: Code(SYSTEM["adverse-event-severity"], s, s.capitalize())
                           for s in ("mild", "moderate", "severe")}
+
+# --- care_plan, encounter, procedure, medication_administration, adverse_event -----------------
+#: Local `procedure` codes (the clinic's CodeSystem) where the reference has no verified standard
+#: code: IM sessions (section 0 "text plus local code"; CPT 96372 is U in section 4), intranasal
+#: sessions whose drug and dose are not yet known, other routes, and ketamine-assisted
+#: psychotherapy (section 4: "No dedicated code found"). code -> CodeableConcept.text
+LOCAL_PROCEDURES = {
+    "im-injection": "IM ketamine injection",
+    "intranasal-dosing": "Intranasal ketamine or esketamine session",
+    "ketamine-administration": "Ketamine administration",
+    "ketamine-assisted-psychotherapy": "Ketamine-assisted psychotherapy",
+}
+#: Short route labels for texts ("IV ketamine induction session")
+ROUTE_LABEL = {"iv": "IV", "im": "IM", "intranasal": "Intranasal", "subcutaneous": "Subcutaneous",
+               "oral": "Oral", "sublingual": "Sublingual"}
+#: CodeableConcept.text of the route codes (section 3)
+ROUTE_TEXT = {"iv": "Intravenous", "im": "Intramuscular", "intranasal": "Nasal", "subcutaneous": "Subcutaneous",
+              "oral": "Oral", "sublingual": "Sublingual"}
+#: Local `encounter-type` codes (section 5: "plus a local code (e.g. ketamine-iv-induction,
+#: ketamine-iv-booster, esketamine-session)"). code -> CodeableConcept.text
+ENCOUNTER_TYPES = {
+    **{f"ketamine-{route}-{kind}": f"{label} ketamine {kind} session".replace("session session", "session")
+       for route, label in ROUTE_LABEL.items()
+       for kind in ("induction", "booster", "maintenance", "session")},
+    "ketamine-session": "Ketamine session",
+    "intranasal-session": "Intranasal ketamine or esketamine session",
+    "esketamine-session": "Esketamine nasal spray session",
+    "ketamine-assisted-psychotherapy": "Ketamine-assisted psychotherapy",
+}
+#: Local `participant-function` codes: the session performer functions of the clinic API
+PARTICIPANT_FUNCTIONS = {
+    "prescriber": "Prescriber",
+    "administering": "Administering clinician",
+    "monitoring": "Monitoring clinician",
+    "psychotherapist": "Psychotherapist",
+    "supervising": "Supervising clinician",
+}
+
+# --- organization, practitioner, practitioner_role, patient, service_request, condition, provenance
+#: The clinic's ``record-status`` CodeSystem, used as a ``meta.tag``: Patient, Practitioner and
+#: PractitionerRole have no status element, and ``active = false`` alone cannot tell a record made
+#: in error from an inactive one (the contract syncs entered-in-error as such to every destination).
+LOCAL_SYSTEMS = (*LOCAL_SYSTEMS, "record-status")
+RECORD_STATUS_ENTERED_IN_ERROR = "entered-in-error"
+#: Local ``practitioner-role`` codes (the clinic API's roles; no NUCC/SNOMED code in the reference)
+#: -> CodeableConcept.text
+PRACTITIONER_ROLE_TEXT = {"psychiatrist": "Psychiatrist", "anesthesiologist": "Anesthesiologist",
+                          "physician": "Physician", "nurse": "Nurse", "psychotherapist": "Psychotherapist"}
+#: ServiceRequest.code of a referral: text only (section 10.2 allows "local or CPT"; no code fits a
+#: referral for a treatment course, so none is invented)
+REFERRAL_TEXT = "Ketamine treatment referral"
+# FHIR-core code systems required by the spec's own bindings (not clinical terminology):
+#: Condition.verificationStatus (required binding ConditionVerificationStatus, FHIR R4 Condition)
+SYSTEM["condition-ver-status"] = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+#: Provenance.agent.type (extensible binding ParticipationRoleType; US Core Provenance author slice)
+SYSTEM["provenance-participant-type"] = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+CONDITION_VER_ENTERED_IN_ERROR = Code(SYSTEM["condition-ver-status"], "entered-in-error", "Entered in Error")
+PROVENANCE_AGENT_AUTHOR = Code(SYSTEM["provenance-participant-type"], "author", "Author")

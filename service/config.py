@@ -26,6 +26,7 @@ class Settings:
     data_dir: Path
     database_url: str
     base_uri: str
+    clinic_name: str = "Ketamine clinic"
     max_body_bytes: int = 1 * 1024 * 1024
     max_import_bytes: int = 64 * 1024 * 1024
     page_size: int = 50
@@ -43,6 +44,7 @@ class Settings:
             data_dir=data_dir,
             database_url=normalise_database_url(database_url),
             base_uri=(env.get("KETAMINE_FHIR_BASE_URI") or "https://clinic.example.org/fhir").rstrip("/"),
+            clinic_name=env.get("KETAMINE_FHIR_CLINIC_NAME") or cls.clinic_name,
             max_body_bytes=_int(env, "KETAMINE_FHIR_MAX_BODY_BYTES", cls.max_body_bytes),
             max_import_bytes=_int(env, "KETAMINE_FHIR_MAX_IMPORT_BYTES", cls.max_import_bytes),
             page_size=_int(env, "KETAMINE_FHIR_PAGE_SIZE", cls.page_size),

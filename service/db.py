@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 if TYPE_CHECKING:
     from service.config import Settings
 
-__all__ = ["get_session", "init_app", "make_engine", "migrate", "ping"]
+__all__ = ["get_session", "init_app", "make_engine", "migrate", "ping", "session_factory"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -55,8 +55,14 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Attach an engine and session factory to ``app`` and close sessions on teardown."""
     engine = make_engine(settings.database_url)
     app.extensions["db_engine"] = engine
-    app.extensions["db_sessionmaker"] = sessionmaker(engine, expire_on_commit=False)
+    app.extensions["db_sessionmaker"] = session_factory(engine, settings)
     app.teardown_appcontext(_close_session)
+
+
+def session_factory(engine: Engine, settings: Settings) -> sessionmaker[Session]:
+    """Sessions that know the clinic's identity, which the FHIR mappings of every write need."""
+    return sessionmaker(engine, expire_on_commit=False,
+                        info={"base_uri": settings.base_uri, "clinic_name": settings.clinic_name})
 
 
 def get_session() -> Session:

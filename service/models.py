@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -31,6 +32,8 @@ __all__ = [
     "Base",
     "ClinicRecord",
     "Course",
+    "FhirResource",
+    "FhirResourceVersion",
     "InfusionSession",
     "Observation",
     "Patient",
@@ -192,3 +195,40 @@ class ApiToken(Base):
 
 
 Index("ix_observations_patient_effective", Observation.patient_id, Observation.effective)
+
+
+class FhirResource(Base):
+    """The current version of every FHIR resource the service emits, as the JSON it serves.
+
+    Mapped once, at write time (architecture.md): reads, searches, sync and $export serve
+    ``content`` as stored. ``content_hash`` covers the mapping output without ``meta``, so an
+    unchanged mapping never makes a new version.
+    """
+
+    __tablename__ = "fhir_resources"
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: the clinic patient whose compartment holds the resource (None for practitioners, the clinic)
+    patient_id: Mapped[str | None] = mapped_column(ID, index=True)
+    source_collection: Mapped[str] = mapped_column(String(32), nullable=False)
+    source_id: Mapped[str] = mapped_column(ID, nullable=False)
+
+
+class FhirResourceVersion(Base):
+    """Every version of every FHIR resource (vread and _history)."""
+
+    __tablename__ = "fhir_resource_versions"
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+Index("ix_fhir_resources_source", FhirResource.source_collection, FhirResource.source_id)

@@ -88,7 +88,7 @@ def client(app):
 
 @pytest.fixture
 def db(app) -> Iterator[Session]:
-    with Session(app.extensions["db_engine"], expire_on_commit=False) as session:
+    with app.extensions["db_sessionmaker"]() as session:
         yield session
 
 

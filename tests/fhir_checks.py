@@ -22,6 +22,8 @@ REFERENCE = SHARED / "domain" / "clinical-reference.md"
 FHIR_CORE_SYSTEMS = {
     "http://terminology.hl7.org/CodeSystem/v2-0203",
     "http://terminology.hl7.org/CodeSystem/adverse-event-severity",
+    "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+    "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
 }
 
 
@@ -70,17 +72,21 @@ def _reference_text() -> str:
     return REFERENCE.read_text()
 
 
-def terminology_problems(resource: dict[str, Any], base_uri: str) -> list[str]:
+def terminology_problems(resource: dict[str, Any], base_uri: str,
+                         passthrough: Iterable[tuple[str, str]] = ()) -> list[str]:
     """Codes, systems or displays that the clinical reference does not contain.
 
     UCUM units are checked against the reference's unit list; the clinic's own CodeSystems
-    (under ``<base_uri>/CodeSystem/``) and FHIR-core systems are allowed.
+    (under ``<base_uri>/CodeSystem/``) and FHIR-core systems are allowed, and so are the
+    ``passthrough`` (system, code) pairs: codes the clinic itself sent, which mappings pass on
+    unchanged (a SNOMED adverse-event code, an ICD-10-CM diagnosis).
     """
+    allowed = set(passthrough)
     text = _reference_text()
     problems = []
     for c in codings(resource):
         system, code, display = c["system"], str(c["code"]), c.get("display")
-        if system.startswith(f"{base_uri}/CodeSystem/") or system in FHIR_CORE_SYSTEMS:
+        if system.startswith(f"{base_uri}/CodeSystem/") or system in FHIR_CORE_SYSTEMS or (system, code) in allowed:
             continue
         if system not in text:
             problems.append(f"system {system} not in the reference")

@@ -16,7 +16,7 @@ from service.clinic.collections import COLLECTIONS
 from service.clinic.store import put_record
 from service.errors import ServiceError
 
-__all__ = ["import_lines", "parse_json"]
+__all__ = ["import_lines", "parse_json", "parse_line"]
 
 ENVELOPE_KEYS = {"type", "record"}
 
@@ -33,7 +33,7 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def _line_errors(raw: str) -> tuple[dict[str, Any] | None, dict[str, list[str]] | None]:
+def parse_line(raw: str) -> tuple[dict[str, Any] | None, dict[str, list[str]] | None]:
     try:
         envelope = parse_json(raw)
     except ValueError as exc:
@@ -58,7 +58,7 @@ def import_lines(db: Session, lines: Iterable[str | bytes]) -> dict[str, Any]:
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
         if not text.strip():
             continue
-        envelope, errors = _line_errors(text)
+        envelope, errors = parse_line(text)
         if envelope is not None:
             try:
                 result = put_record(db, COLLECTIONS[envelope["type"]], envelope["record"],

@@ -86,7 +86,12 @@ def build_spec(server_url: str = "/api/v1") -> dict[str, Any]:
                 "meta": {"type": "object", "properties": {"version": {"type": "integer"},
                                                           "created_at": {"type": "string", "format": "date-time"},
                                                           "updated_at": {"type": "string", "format": "date-time"}}},
-                "warnings": {"type": "array", "items": warning}}}]})
+                "warnings": {"type": "array", "items": warning},
+                "fhir": {"type": "object", "description": "The FHIR resources the record maps to: resource type "
+                         "-> relative URL, or a list of them where the record yields several of one type",
+                         "additionalProperties": {"oneOf": [{"type": "string"},
+                                                            {"type": "array", "items": {"type": "string"}}]}},
+            }}]})
         _paths(spec, coll, nested=False)
         if coll.parent:
             _paths(spec, coll, nested=True)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mappings import checks
-from service import models
+from service import fhir_store, models
 from service.clinic.collections import COLLECTIONS, Collection, Ref
 from service.clinic.fields import ID_PATTERN
 from service.errors import Conflict, NotFound, UnprocessableEntity, flatten_errors
@@ -38,6 +38,7 @@ class WriteResult:
     row: models.ClinicRecord
     outcome: str  # "created", "updated" or "unchanged"
     warnings: list[dict[str, str]]
+    fhir: dict[str, Any]  # the FHIR resources the record maps to: {"Type": "Type/id" or [...]}
 
 
 @dataclass
@@ -90,17 +91,19 @@ def load(coll: Collection, body: Any) -> dict[str, Any]:
     record = _jsonable(data)
     unstorable = _unstorable_strings(record)
     if unstorable:
-        raise UnprocessableEntity(errors={path: ["Must not contain NUL characters or unpaired surrogates."]
-                                          for path in unstorable})
+        raise UnprocessableEntity(errors={path: ["Must not contain control characters (other than tab and line "
+                                                 "breaks) or unpaired surrogates."] for path in unstorable})
     return record
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# NUL: PostgreSQL refuses it in text; other C0 controls and DEL: not valid FHIR strings (R4
+# datatypes: string); lone surrogates: not UTF-8.
+_UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 def _unstorable_strings(value: Any, path: str = "") -> list[str]:
-    """Paths of strings no database can store as text: NUL (PostgreSQL) and unpaired UTF-16
-    surrogates (not UTF-8). Both are legal JSON escapes (``\\u0000``, ``\\ud800``)."""
+    """Paths of strings we cannot store or serve: control characters and unpaired UTF-16
+    surrogates, all legal JSON escapes (``\\u0000``, ``\\ud800``)."""
     if isinstance(value, str):
         return [path] if _UNSTORABLE.search(value) else []
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
@@ -148,7 +151,8 @@ def put_record(
                 raise Conflict(f"{coll.label} {record['id']!r} belongs to another patient",
                                {"patient_id": ["A stored record cannot move to another patient."]})
             if existing.content_hash == digest:
-                return WriteResult(existing, "unchanged", existing.warnings or [])
+                return WriteResult(existing, "unchanged", existing.warnings or [],
+                                   fhir_store.links_of(db, coll.name, existing.id))
             if create_only:
                 raise Conflict(f"{coll.label} {record['id']!r} exists with other content; PUT replaces it",
                                {"id": ["Already exists with other content."]})
@@ -208,20 +212,23 @@ def _write(db: Session, coll: Collection, record: dict[str, Any], existing: mode
         db.add(row)
     _keep(db, row)
     _write_side_tables(db, coll, record, replace=existing is not None)
-    row.warnings = _warnings(db, coll, record, targets)
+    row.warnings = _warnings(db, coll, record)
     try:
         db.flush()
     except IntegrityError as exc:  # a concurrent writer took a unique value between check and flush
         raise Conflict(f"{coll.label} conflicts with a stored record: {exc.orig.__class__.__name__}") from None
     warnings = row.warnings
+    also: list[tuple[str, models.ClinicRecord]] = []
     if _may_change_rems(db, coll, record, previous_drug):
         session_id = record["id"] if coll.name == "sessions" else record["session_id"]
-        _refresh_rems(db, session_id)
+        if _refresh_rems(db, session_id) and coll.name != "sessions":
+            also.append(("sessions", db.get(models.InfusionSession, session_id)))
         warnings = row.warnings if coll.name == "sessions" else row.warnings + rems_of(db, session_id)
-    return WriteResult(row, "updated" if existing is not None else "created", warnings)
+    links = fhir_store.on_write(db, coll.name, row, now, also=also)
+    return WriteResult(row, "updated" if existing is not None else "created", warnings, links)
 
 
-def _ref_values(record: dict[str, Any], ref: Ref) -> list[tuple[str, str]]:
+def ref_values(record: dict[str, Any], ref: Ref) -> list[tuple[str, str]]:
     """(error path, id) pairs named by a reference field, including ``list.field`` paths."""
     head, _, tail = ref.field.partition(".")
     if not tail:
@@ -236,7 +243,7 @@ def _resolve_refs(db: Session, coll: Collection, record: dict[str, Any]) -> dict
     conflicts: dict[str, list[str]] = {}
     for ref in coll.refs:
         target = COLLECTIONS[ref.target]
-        for path, value in _ref_values(record, ref):
+        for path, value in ref_values(record, ref):
             row = db.get(target.model, value)
             if row is None:
                 errors[path] = [f"No {target.label} with id {value!r}."]
@@ -301,38 +308,8 @@ def _write_side_tables(db: Session, coll: Collection, record: dict[str, Any], re
                                            function=p["function"]) for p in record.get("performers") or [])
 
 
-def _warnings(db: Session, coll: Collection, record: dict[str, Any], targets: dict[str, Any]) -> list[dict]:
-    if coll.name == "administrations":
-        session = targets["session_id"]
-        patient = db.get(models.Patient, session.patient_id)
-        return checks.administration_warnings(record, patient_weight_kg=patient.record.get("weight_kg"),
-                                              indication=_indication(db, session))
-    if coll.name == "vitals":
-        return checks.vitals_warnings(record, pre_dose=_is_pre_dose(db, record))
-    if coll.name == "observations":
-        return checks.observation_warnings(record)
-    if coll.name == "sessions":
-        return checks.session_warnings(record)
-    return []
-
-
-def _indication(db: Session, session: models.InfusionSession) -> str | None:
-    """The course's indication, else the first diagnosis of the course's referral."""
-    course = db.get(models.Course, session.course_id) if session.course_id else None
-    if course is None:
-        return None
-    if course.record.get("indication"):
-        return course.record["indication"]
-    referral = db.get(models.Referral, course.referral_id) if course.referral_id else None
-    return referral.record["diagnoses"][0] if referral else None
-
-
-def _is_pre_dose(db: Session, vitals: dict[str, Any]) -> bool:
-    if vitals.get("timing"):
-        return vitals["timing"] == "pre-dose"
-    first = db.scalar(select(models.Administration.start).where(
-        models.Administration.session_id == vitals["session_id"]).order_by(models.Administration.start).limit(1))
-    return first is not None and datetime.fromisoformat(vitals["effective"]) < first
+def _warnings(db: Session, coll: Collection, record: dict[str, Any]) -> list[dict]:
+    return checks.warnings_for(coll.name, record, fhir_store.context(db))
 
 
 def _may_change_rems(db: Session, coll: Collection, record: dict[str, Any], previous_drug: str | None) -> bool:
@@ -348,16 +325,17 @@ def _may_change_rems(db: Session, coll: Collection, record: dict[str, Any], prev
     return False
 
 
-def _refresh_rems(db: Session, session_id: str) -> None:
-    """Recompute the session's REMS warning from its doses and vitals; stored on the session."""
+def _refresh_rems(db: Session, session_id: str) -> bool:
+    """Recompute the session's REMS warning from its doses and vitals; stored on the session.
+    True when the session's warnings changed (its FHIR resources flag them)."""
     session = db.get(models.InfusionSession, session_id)
-    admins = db.scalars(select(models.Administration.record).where(models.Administration.session_id == session_id))
-    vitals = db.scalars(select(models.Vitals.record).where(models.Vitals.session_id == session_id))
-    rems = checks.rems_warnings(session.record, list(admins), list(vitals))
+    rems = checks.session_rems(session.record, fhir_store.context(db))
     kept = [w for w in (session.warnings or []) if w["code"] != "rems-monitoring-incomplete"]
     if kept + rems != (session.warnings or []):
         session.warnings = kept + rems
         db.flush()
+        return True
+    return False
 
 
 def rems_of(db: Session, session_id: str) -> list[dict[str, str]]:

@@ -14,6 +14,7 @@ from service.clinic.importer import import_lines, parse_json
 from service.clinic.store import get_record, list_records, put_record, to_response
 from service.db import get_session
 from service.errors import BadRequest, NotFound, UnprocessableEntity, flatten_errors
+from service.fhir_store import links_of
 
 __all__ = ["bp"]
 
@@ -60,12 +61,19 @@ def _json_body() -> Any:
 def _write_response(coll: Collection, result: Any) -> Response:
     body = to_response(result.row)
     body["warnings"] = result.warnings
+    body["fhir"] = result.fhir
     response = jsonify(body)
     response.headers["X-Write-Outcome"] = result.outcome
     if result.outcome == "created":
         response.status_code = 201
         response.headers["Location"] = _location(coll, result.row)
     return response
+
+
+def _read_response(coll: Collection, row: Any) -> Response:
+    body = to_response(row)
+    body["fhir"] = links_of(get_session(), coll.name, row.id)
+    return jsonify(body)
 
 
 def _location(coll: Collection, row: Any) -> str:
@@ -114,7 +122,8 @@ def create(collection: str) -> Response:
 @bp.get("/<collection>/<record_id>")
 @require_scope("clinic:read")
 def record(collection: str, record_id: str) -> Response:
-    return jsonify(to_response(get_record(get_session(), _collection(collection), record_id)))
+    coll = _collection(collection)
+    return _read_response(coll, get_record(get_session(), coll, record_id))
 
 
 @bp.put("/<collection>/<record_id>")
@@ -138,7 +147,8 @@ def child_create(parent_id: str, child: str) -> Response:
 @bp.get("/sessions/<parent_id>/<child>/<record_id>")
 @require_scope("clinic:read")
 def child_record(parent_id: str, child: str, record_id: str) -> Response:
-    return jsonify(to_response(get_record(get_session(), _child(child), record_id, parent_id)))
+    coll = _child(child)
+    return _read_response(coll, get_record(get_session(), coll, record_id, parent_id))
 
 
 @bp.put("/sessions/<parent_id>/<child>/<record_id>")

@@ -111,3 +111,41 @@ def test_serve_runs_gunicorn_and_answers_over_http(tmp_path):
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "rn-cho" not in output  # ids and bodies stay out of the logs
+
+
+def test_map_writes_fhir_ndjson_without_a_database(env, tmp_path):
+    source = tmp_path / "clinic.ndjson"
+    source.write_text("\n".join(clinic_lines(2)) + "\n")
+    result = CliRunner().invoke(main, ["map", str(source)], env=env)
+    assert result.exit_code == 0, result.output
+    resources = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {"Patient", "Encounter", "MedicationAdministration", "Observation"} <= {r["resourceType"] for r in resources}
+    assert not Path(env["KETAMINE_FHIR_DATA"]).exists()  # no database was made
+    assert "resource(s); 0 bad line(s)" in result.stderr
+
+
+def test_map_reports_bad_lines_by_number_and_still_maps_the_good_ones(env, tmp_path):
+    lines = list(clinic_lines(1))
+    bad = json.loads(lines[-1])
+    bad["record"]["score"] = 999
+    source = tmp_path / "clinic.ndjson"
+    source.write_text("\n".join([*lines[:-1], json.dumps(bad), '{"type": "patients"}']) + "\n")
+    result = CliRunner().invoke(main, ["map", str(source)], env=env)
+    assert result.exit_code == 1
+    assert f"line {len(lines)}: record.score:" in result.stderr
+    assert f"line {len(lines) + 1}: record:" in result.stderr
+    assert any(json.loads(line)["resourceType"] == "Patient" for line in result.stdout.splitlines())
+
+
+def test_map_bundle_is_an_idempotent_transaction(env, tmp_path):
+    source = tmp_path / "clinic.ndjson"
+    source.write_text("\n".join(clinic_lines(1)) + "\n")
+    result = CliRunner().invoke(main, ["map", "--bundle", str(source)], env=env)
+    bundle = json.loads(result.stdout)
+    assert bundle["type"] == "transaction"
+    entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    assert entry["request"]["method"] == "PUT"
+    assert entry["request"]["url"].startswith("Patient?identifier=https://clinic.example.org/fhir/patients|")
+    assert entry["fullUrl"].startswith("urn:uuid:") and "id" not in entry["resource"]
+    encounter = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter")
+    assert encounter["subject"]["reference"] == entry["fullUrl"]

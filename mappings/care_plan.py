@@ -1,0 +1,137 @@
+"""Clinic treatment course -> FHIR R4 CarePlan: the planned series, one activity per session.
+
+Base spec, no US Core profile: US Core CarePlan requires a narrative (``text``) and the
+``assess-plan`` category code, which the clinical reference does not list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mappings.context import MappingContext
+from mappings.datatypes import business_identifier, fhir_id, period, reference
+from mappings.session_codes import (
+    indication_condition,
+    procedure_concept,
+    procedure_key,
+    record_notes,
+    session_facts,
+)
+from mappings.terminology import ROUTE_LABEL
+
+__all__ = ["ACTIVITY_STATUS", "STATUS", "to_fhir"]
+
+Record = Mapping[str, Any]
+
+#: clinic course status -> R4 RequestStatus (a stopped course is revoked: ended before completion)
+STATUS = {
+    "draft": "draft",
+    "active": "active",
+    "on-hold": "on-hold",
+    "completed": "completed",
+    "stopped": "revoked",
+    "entered-in-error": "entered-in-error",
+}
+#: clinic session status -> R4 CarePlanActivityStatus (numbers without a session: _unrecorded_status)
+ACTIVITY_STATUS = {
+    "planned": "scheduled",
+    "in-progress": "in-progress",
+    "completed": "completed",
+    "stopped-early": "stopped",
+    "cancelled": "cancelled",
+    "entered-in-error": "entered-in-error",
+}
+_ROUTE_PHRASE = {"iv": "IV ketamine", "im": "IM ketamine", "intranasal": "intranasal"}
+
+
+def to_fhir(record: Record, ctx: MappingContext) -> dict[str, Any]:
+    """Map one clinic course to its CarePlan."""
+    base, cid = ctx.base_uri, record["id"]
+    sessions = sessions_by_number(ctx.children(cid, "sessions"))
+    out: dict[str, Any] = {
+        "resourceType": "CarePlan",
+        "id": fhir_id(base, "CarePlan", "courses", cid),
+        "identifier": [business_identifier(base, "courses", cid)],
+        "status": STATUS[record.get("status", "active")],
+        "intent": "plan",
+        "title": _title(record),
+        "description": _description(record),
+        "subject": reference(base, "Patient", "patients", record["patient_id"]),
+        "period": period(record["start_date"], record.get("end_date")),
+    }
+    condition = indication_condition(record, ctx)
+    if condition:
+        out["addresses"] = [condition]
+    if record.get("referral_id"):
+        # R4 CarePlan.basedOn may only reference a CarePlan: the referral is supporting information
+        out["supportingInfo"] = [reference(base, "ServiceRequest", "referrals", record["referral_id"])]
+    total = record["planned_sessions"]
+    out["activity"] = [_activity(n, record, sessions.get(n), ctx) for n in range(1, total + 1)]
+    notes = record_notes(record)
+    if notes:
+        out["note"] = notes
+    return out
+
+
+def sessions_by_number(sessions: Iterable[Record]) -> dict[int, Record]:
+    """The course's sessions by number; a valid session wins over one entered in error."""
+    out: dict[int, Record] = {}
+    for session in sessions:
+        number = session.get("number")
+        if number is not None and (number not in out or out[number]["status"] == "entered-in-error"):
+            out[number] = session
+    return out
+
+
+def _activity(n: int, course: Record, session: Record | None, ctx: MappingContext) -> dict[str, Any]:
+    """Session n of the plan: its code, status and schedule, and its Encounter once held."""
+    held = session if session is not None and session["status"] != "entered-in-error" else None
+    key = session_facts(held, ctx, course).procedure if held else procedure_key(course["route"])
+    detail: dict[str, Any] = {
+        "code": procedure_concept(key, ctx.base_uri),
+        "status": ACTIVITY_STATUS[session["status"]] if session else _unrecorded_status(course),
+    }
+    if held and held.get("stop_reason"):
+        detail["statusReason"] = {"text": held["stop_reason"]}
+    if course.get("sessions_per_week"):
+        detail["scheduledTiming"] = {"repeat": weekly_repeat(course["sessions_per_week"])}
+    detail["description"] = f"Session {n} of {course['planned_sessions']}"
+    activity: dict[str, Any] = {}
+    if held:
+        activity["outcomeReference"] = [reference(ctx.base_uri, "Encounter", "sessions", held["id"])]
+    activity["detail"] = detail
+    return activity
+
+
+def _unrecorded_status(course: Record) -> str:
+    """A number without a session is still to come (not-started), unless the course is over:
+    a completed or stopped course will never hold it (cancelled: "withdrawn")."""
+    return "cancelled" if course.get("status") in ("completed", "stopped") else "not-started"
+
+
+def weekly_repeat(per_week: float) -> dict[str, Any]:
+    """Timing.repeat for n sessions a week. ``frequency`` is a positiveInt, so 1.5 a week becomes
+    3 every 2 weeks; a rate with no small whole multiple becomes 1 every 1/rate weeks."""
+    for weeks in (1, 2, 3, 4):
+        count = per_week * weeks
+        if round(count) >= 1 and abs(count - round(count)) < 0.01:
+            return {"frequency": round(count), "period": weeks, "periodUnit": "wk"}
+    return {"frequency": 1, "period": round(1 / per_week, 2), "periodUnit": "wk"}
+
+
+def _title(course: Record) -> str:
+    label = ROUTE_LABEL[course["route"]]
+    drug = " ketamine" if course["route"] != "intranasal" else ""
+    return f"{label}{drug} {course['kind']} series"
+
+
+def _description(course: Record) -> str:
+    """E.g. "Induction series: 6 IV ketamine sessions, 2 per week, target dose 0.5 mg/kg"."""
+    parts = [f"{course['kind'].capitalize()} series: {course['planned_sessions']} "
+             f"{_ROUTE_PHRASE[course['route']]} session{'s' if course['planned_sessions'] > 1 else ''}"]
+    if course.get("sessions_per_week"):
+        parts.append(f"{course['sessions_per_week']:g} per week")
+    if course.get("target_dose_mg_per_kg"):
+        parts.append(f"target dose {course['target_dose_mg_per_kg']:g} mg/kg")
+    return ", ".join(parts)

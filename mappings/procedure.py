@@ -1,0 +1,80 @@
+"""Clinic session -> FHIR R4 Procedure (US Core Procedure): the infusion, injection or nasal dosing.
+
+Billing-relevant codes (CPT 96365, HCPCS G2082/G2083) sit here and on the Encounter; both come
+from mappings/session_codes.py so they always agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mappings.context import MappingContext
+from mappings.datatypes import business_identifier, codeable, fhir_id, period, reference
+from mappings.session_codes import (
+    adverse_event_concept,
+    indication_reason,
+    local_code,
+    participant_function,
+    procedure_concept,
+    record_notes,
+    session_facts,
+)
+from mappings.terminology import LOCAL_PROCEDURES
+
+__all__ = ["PROFILE", "STATUS", "to_fhir"]
+
+PROFILE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-procedure"
+
+#: clinic session status -> R4 EventStatus
+STATUS = {
+    "planned": "preparation",
+    "in-progress": "in-progress",
+    "completed": "completed",
+    "stopped-early": "stopped",
+    "cancelled": "not-done",
+    "entered-in-error": "entered-in-error",
+}
+#: sessions whose Procedure has no performed[x]: not (yet) performed
+_NOT_PERFORMED = ("planned", "cancelled")
+_PSYCHOTHERAPY = "ketamine-assisted-psychotherapy"
+
+
+def to_fhir(record: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
+    """Map one clinic session to its Procedure."""
+    base, sid = ctx.base_uri, record["id"]
+    facts = session_facts(record, ctx)
+    out: dict[str, Any] = {
+        "resourceType": "Procedure",
+        "id": fhir_id(base, "Procedure", "sessions", sid),
+        "meta": {"profile": [PROFILE]},
+        "identifier": [business_identifier(base, "sessions", sid)],
+    }
+    if record.get("course_id"):
+        out["basedOn"] = [reference(base, "CarePlan", "courses", record["course_id"])]
+    out["status"] = STATUS[record["status"]]
+    if record.get("stop_reason"):
+        out["statusReason"] = {"text": record["stop_reason"]}
+    if record.get("psychotherapy"):
+        out["category"] = codeable([local_code(base, "procedure", _PSYCHOTHERAPY)], LOCAL_PROCEDURES[_PSYCHOTHERAPY])
+    out["code"] = procedure_concept(facts.procedure, base)
+    out["subject"] = reference(base, "Patient", "patients", record["patient_id"])
+    out["encounter"] = reference(base, "Encounter", "sessions", sid)
+    if record["status"] not in _NOT_PERFORMED:
+        out["performedPeriod"] = period(record["start"], record.get("end"))
+    if record.get("performers"):
+        out["performer"] = [_performer(p, base) for p in record["performers"]]
+    out.update(indication_reason(facts.course, ctx))
+    if record.get("adverse_events"):
+        out["complication"] = [adverse_event_concept(e) for e in record["adverse_events"]]
+    notes = record_notes(record, record.get("notes"))
+    if notes:
+        out["note"] = notes
+    return out
+
+
+def _performer(performer: Mapping[str, Any], base: str) -> dict[str, Any]:
+    return {
+        "function": participant_function(performer["function"], base),
+        "actor": reference(base, "Practitioner", "practitioners", performer["practitioner_id"]),
+    }

@@ -1,0 +1,203 @@
+"""Map once, at write time: the FHIR resources of each written clinic record, stored as served.
+
+After a clinic record is written, ``on_write`` maps it and the records whose resources depend on
+it (a session's Procedure code depends on its doses, a course's CarePlan on its sessions), stores
+each resource whose mapping changed as a new version, marks resources a record no longer yields as
+deleted, and records one Provenance for the write. Runs inside the write's transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mappings import provenance
+from mappings.context import MappingContext
+from mappings.resources import clinic_organization, resources_for
+from service import models
+from service.clinic.collections import COLLECTIONS
+
+__all__ = ["context", "links_of", "on_write"]
+
+#: children(parent_id, collection): which column names the parent, and the order
+_CHILDREN = {
+    "administrations": (models.Administration, models.Administration.session_id, models.Administration.start),
+    "vitals": (models.Vitals, models.Vitals.session_id, models.Vitals.effective),
+    "sessions": (models.InfusionSession, models.InfusionSession.course_id, models.InfusionSession.start),
+}
+
+
+def _as_record(row: models.ClinicRecord) -> dict[str, Any]:
+    """The clinic record as mappings see it: plus patient_id for nested records, plus warnings."""
+    record = dict(row.record)
+    if "patient_id" not in record and getattr(row, "patient_id", None):
+        record["patient_id"] = row.patient_id
+    if row.warnings:
+        record["warnings"] = row.warnings
+    return record
+
+
+def context(db: Session) -> MappingContext:
+    """A MappingContext answering lookups from this session's database."""
+
+    def lookup(collection: str, record_id: str) -> dict[str, Any] | None:
+        row = db.get(COLLECTIONS[collection].model, record_id)
+        return _as_record(row) if row is not None else None
+
+    def children(parent_id: str, collection: str) -> list[dict[str, Any]]:
+        model, parent_col, order = _CHILDREN[collection]
+        return [_as_record(r) for r in db.scalars(select(model).where(parent_col == parent_id)
+                                                  .order_by(order, model.id))]
+
+    return MappingContext(base_uri=db.info["base_uri"], clinic_name=db.info["clinic_name"], lookup=lookup,
+                          children=children)
+
+
+def _digest(resource: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _dependents(db: Session, collection: str, row: models.ClinicRecord) -> list[tuple[str, models.ClinicRecord]]:
+    """Records whose resources read this one (see the module docstring)."""
+    def rows(model: type, *where: Any) -> list[tuple[str, Any]]:
+        name = next(c.name for c in COLLECTIONS.values() if c.model is model)
+        return [(name, r) for r in db.scalars(select(model).where(*where).order_by(model.id))]
+
+    if collection == "administrations":
+        return [("sessions", db.get(models.InfusionSession, row.session_id))]
+    if collection == "sessions" and row.course_id:
+        return [("courses", db.get(models.Course, row.course_id))]
+    if collection == "courses":
+        sessions = rows(models.InfusionSession, models.InfusionSession.course_id == row.id)
+        admins = [a for _, s in sessions for a in rows(models.Administration, models.Administration.session_id == s.id)]
+        return sessions + admins
+    if collection == "referrals":
+        return rows(models.Course, models.Course.referral_id == row.id)
+    return []
+
+
+def _all_dependents(db: Session, collection: str, row: models.ClinicRecord,
+                    also: Iterable[tuple[str, models.ClinicRecord]]) -> list[tuple[str, models.ClinicRecord]]:
+    """Dependents, transitively (a dose changes its session's Procedure code, which the course's
+    CarePlan repeats), each once, in the order found."""
+    seen = {(collection, row.id)}
+    queue = [*_dependents(db, collection, row), *also]
+    out = []
+    while queue:
+        dep_collection, dep_row = queue.pop(0)
+        if (dep_collection, dep_row.id) in seen:
+            continue
+        seen.add((dep_collection, dep_row.id))
+        out.append((dep_collection, dep_row))
+        queue += _dependents(db, dep_collection, dep_row)
+    return out
+
+
+def _patient_of(collection: str, row: models.ClinicRecord) -> str | None:
+    if collection == "patients":
+        return row.id
+    return getattr(row, "patient_id", None)
+
+
+def _store(db: Session, resource: dict[str, Any], source: tuple[str, str], patient_id: str | None,
+           now: datetime) -> bool:
+    """Store one mapped resource; True when it is new or changed (a new version)."""
+    digest = _digest(resource)
+    current = db.get(models.FhirResource, (resource["resourceType"], resource["id"]))
+    if current is not None and current.content_hash == digest and not current.deleted:
+        return False
+    version = current.version_id + 1 if current is not None else 1
+    served = _with_meta(resource, version, now)
+    if current is None:
+        current = models.FhirResource(resource_type=resource["resourceType"], id=resource["id"])
+        db.add(current)
+    current.version_id, current.last_updated, current.content = version, now, served
+    current.content_hash, current.deleted, current.patient_id = digest, False, patient_id
+    current.source_collection, current.source_id = source
+    db.add(models.FhirResourceVersion(resource_type=current.resource_type, id=current.id, version_id=version,
+                                      last_updated=now, content=served, deleted=False))
+    return True
+
+
+def _with_meta(resource: dict[str, Any], version: int, now: datetime) -> str:
+    meta = {"versionId": str(version), "lastUpdated": now.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+    meta.update(resource.get("meta", {}))
+    out = {"resourceType": resource["resourceType"], "id": resource["id"], "meta": meta}
+    out.update((k, v) for k, v in resource.items() if k not in out)
+    return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
+
+
+def _retire(db: Session, source: tuple[str, str], keep: set[tuple[str, str]], now: datetime) -> list[str]:
+    """Mark deleted the resources a record yielded before but no longer does."""
+    retired = []
+    for res in db.scalars(select(models.FhirResource).where(
+            models.FhirResource.source_collection == source[0], models.FhirResource.source_id == source[1],
+            models.FhirResource.deleted.is_(False))):
+        if (res.resource_type, res.id) in keep or res.resource_type == "Provenance":
+            continue
+        res.deleted, res.version_id, res.last_updated = True, res.version_id + 1, now
+        db.add(models.FhirResourceVersion(resource_type=res.resource_type, id=res.id, version_id=res.version_id,
+                                          last_updated=now, content=res.content, deleted=True))
+        retired.append(f"{res.resource_type}/{res.id}")
+    return retired
+
+
+def _map_and_store(db: Session, ctx: MappingContext, collection: str, row: models.ClinicRecord,
+                   now: datetime) -> tuple[list[dict[str, Any]], list[str]]:
+    resources = resources_for(collection, _as_record(row), ctx)
+    source = (collection, row.id)
+    patient_id = _patient_of(collection, row)
+    changed = [f"{r['resourceType']}/{r['id']}" for r in resources if _store(db, r, source, patient_id, now)]
+    changed += _retire(db, source, {(r["resourceType"], r["id"]) for r in resources}, now)
+    return resources, changed
+
+
+def on_write(db: Session, collection: str, row: models.ClinicRecord, now: datetime,
+             also: Iterable[tuple[str, models.ClinicRecord]] = ()) -> dict[str, Any]:
+    """Map a just-written record, its dependents and ``also`` (records whose warnings the write
+    changed); return the record's FHIR links."""
+    ctx = context(db)
+    _ensure_organization(db, ctx, now)
+    resources, changed = _map_and_store(db, ctx, collection, row, now)
+    for dep_collection, dep_row in _all_dependents(db, collection, row, also):
+        changed += _map_and_store(db, ctx, dep_collection, dep_row, now)[1]
+    if changed:
+        meta = {"version": row.version, "updated_at": row.updated_at.isoformat()}
+        prov = provenance.to_fhir(collection, _as_record(row), meta, [{"reference": c} for c in changed], ctx)
+        _store(db, prov, (collection, row.id), _patient_of(collection, row), now)
+    db.flush()
+    return _links(resources)
+
+
+def _ensure_organization(db: Session, ctx: MappingContext, now: datetime) -> None:
+    if not db.info.get("organization_stored"):
+        _store(db, clinic_organization(ctx), ("organization", "clinic"), None, now)
+        db.info["organization_stored"] = True
+
+
+def _links(resources: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """``{"Patient": "Patient/<id>"}``; a list where a record yields several of one type."""
+    links: dict[str, Any] = {}
+    for r in resources:
+        url = f"{r['resourceType']}/{r['id']}"
+        if r["resourceType"] in links:
+            prev = links[r["resourceType"]]
+            links[r["resourceType"]] = [*prev, url] if isinstance(prev, list) else [prev, url]
+        else:
+            links[r["resourceType"]] = url
+    return links
+
+
+def links_of(db: Session, collection: str, record_id: str) -> dict[str, Any]:
+    """The FHIR links of a stored record (its current, non-deleted, non-Provenance resources)."""
+    rows = db.execute(select(models.FhirResource.resource_type, models.FhirResource.id).where(
+        models.FhirResource.source_collection == collection, models.FhirResource.source_id == record_id,
+        models.FhirResource.deleted.is_(False), models.FhirResource.resource_type != "Provenance")
+        .order_by(models.FhirResource.resource_type, models.FhirResource.id)).all()
+    return _links({"resourceType": t, "id": i} for t, i in rows)

@@ -1,0 +1,127 @@
+"""A treatment course becomes an R4 CarePlan: the planned series, one activity per planned session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mappings import care_plan
+from service.clinic.schemas import SESSION_STATUSES, CourseSchema
+from tests.fhir_checks import validate_with_models, validate_with_peer
+from tests.mappings.treatment_cases import (
+    cases,
+    golden_outputs,
+    load_case,
+    own_terminology_problems,
+    synthetic_outputs,
+    synthetic_records,
+)
+
+FOLDER = "careplan"
+#: R4 value sets (hl7.org/fhir/R4/valueset-request-status.html, valueset-care-plan-activity-status.html)
+R4_REQUEST_STATUS = {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}
+R4_ACTIVITY_STATUS = {"not-started", "scheduled", "in-progress", "on-hold", "completed", "cancelled", "stopped",
+                      "unknown", "entered-in-error"}
+
+
+@pytest.fixture(scope="module")
+def golden() -> list[tuple[str, dict, dict]]:
+    return list(golden_outputs(FOLDER, care_plan.to_fhir))
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> list[tuple[dict, dict]]:
+    return synthetic_outputs("courses", care_plan.to_fhir)
+
+
+@pytest.mark.parametrize("case", cases(FOLDER))
+def test_each_golden_case_maps_exactly_to_its_expected_file(case):
+    record, ctx, expected = load_case(FOLDER, case)
+    assert care_plan.to_fhir(record, ctx) == expected
+
+
+def test_mapping_twice_gives_byte_identical_json():
+    for case in cases(FOLDER):
+        record, ctx, _ = load_case(FOLDER, case)
+        assert json.dumps(care_plan.to_fhir(record, ctx)) == json.dumps(care_plan.to_fhir(record, ctx))
+
+
+def test_every_output_parses_with_the_r4b_models_and_uses_only_reference_codes(golden, synthetic):
+    for record, resource in [(record, resource) for _, record, resource in golden] + synthetic:
+        validate_with_models(resource)
+        assert own_terminology_problems(resource, record) == []
+
+
+def test_the_independent_validator_accepts_every_output(golden, synthetic, tmp_path: Path):
+    assert validate_with_peer([r for _, _, r in golden] + [r for _, r in synthetic], tmp_path) == []
+
+
+def test_every_synthetic_course_maps_to_one_care_plan_with_an_activity_per_planned_session(synthetic):
+    assert len(synthetic) == len(synthetic_records("courses")) == 24
+    for course, plan in synthetic:
+        assert len(plan["activity"]) == course["planned_sessions"]
+    statuses = {a["detail"]["status"] for _, plan in synthetic for a in plan["activity"]}
+    assert {"completed", "stopped", "cancelled"} <= statuses  # stopped-early and cancelled sessions
+
+
+def test_every_clinic_status_has_an_r4_status():
+    assert set(care_plan.STATUS) == set(CourseSchema().fields["status"].validate.choices)
+    assert set(care_plan.STATUS.values()) <= R4_REQUEST_STATUS
+    assert set(care_plan.ACTIVITY_STATUS) == set(SESSION_STATUSES)
+    assert set(care_plan.ACTIVITY_STATUS.values()) <= R4_ACTIVITY_STATUS
+
+
+def test_a_stopped_course_is_revoked_and_its_unheld_sessions_cancelled():
+    record, ctx, _ = load_case(FOLDER, "stopped-im-course-without-referral")
+    plan = care_plan.to_fhir(record, ctx)
+    assert plan["status"] == "revoked"
+    assert {a["detail"]["status"] for a in plan["activity"]} == {"cancelled"}
+
+
+def test_the_referral_is_supporting_info_because_r4_careplan_based_on_takes_only_careplans(golden):
+    for _, record, plan in golden:
+        assert "basedOn" not in plan
+        if record.get("referral_id"):
+            assert plan["supportingInfo"][0]["reference"].startswith("ServiceRequest/")
+
+
+def test_the_indication_condition_is_addressed_only_when_the_referral_lists_it():
+    listed, ctx, _ = load_case(FOLDER, "reference")
+    assert care_plan.to_fhir(listed, ctx)["addresses"][0]["reference"].startswith("Condition/")
+    not_listed, ctx, _ = load_case(FOLDER, "entered-in-error-indication-not-in-referral")
+    assert "addresses" not in care_plan.to_fhir(not_listed, ctx)
+
+
+def test_each_session_status_shows_on_its_activity_with_the_encounter_as_outcome():
+    record, ctx, _ = load_case(FOLDER, "every-session-status")
+    activities = care_plan.to_fhir(record, ctx)["activity"]
+    assert [a["detail"]["status"] for a in activities] == [
+        "completed", "entered-in-error", "stopped", "cancelled", "completed", "in-progress", "scheduled", "not-started"]
+    assert "outcomeReference" not in activities[1]  # no link to a session entered in error
+    assert all("outcomeReference" in a for a in activities[2:7])
+    assert [a["detail"]["description"] for a in activities[:2]] == ["Session 1 of 8", "Session 2 of 8"]
+
+
+def test_activities_are_coded_like_their_sessions_g2082_and_g2083_for_esketamine():
+    record, ctx, _ = load_case(FOLDER, "esketamine-2-and-3-devices")
+    codes = [a["detail"]["code"]["coding"][0]["code"] for a in care_plan.to_fhir(record, ctx)["activity"]]
+    assert codes[0] == "G2082" and codes[2] == "G2083"
+    assert set(codes[1:2] + codes[3:]) == {"intranasal-dosing"}  # not held yet: dose unknown
+
+
+def test_no_activity_has_both_a_reference_and_a_detail_cpl_3(golden, synthetic):
+    for plan in [r for _, _, r in golden] + [r for _, r in synthetic]:
+        assert all(not ("reference" in a and "detail" in a) for a in plan["activity"])
+
+
+@pytest.mark.parametrize(("per_week", "repeat"), [
+    (2, {"frequency": 2, "period": 1, "periodUnit": "wk"}),
+    (1.5, {"frequency": 3, "period": 2, "periodUnit": "wk"}),
+    (0.5, {"frequency": 1, "period": 2, "periodUnit": "wk"}),
+    (1 / 3, {"frequency": 1, "period": 3, "periodUnit": "wk"}),
+    (0.4, {"frequency": 1, "period": 2.5, "periodUnit": "wk"}),
+])
+def test_sessions_per_week_becomes_a_whole_frequency_per_period(per_week, repeat):
+    assert care_plan.weekly_repeat(per_week) == repeat

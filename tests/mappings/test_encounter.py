@@ -1,0 +1,104 @@
+"""A treatment session becomes a US Core Encounter: the ambulatory visit, typed by what was given."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mappings import encounter, procedure
+from service.clinic.schemas import SESSION_STATUSES
+from tests.fhir_checks import validate_with_models, validate_with_peer
+from tests.mappings.treatment_cases import (
+    cases,
+    golden_outputs,
+    load_case,
+    own_terminology_problems,
+    synthetic_outputs,
+    synthetic_records,
+)
+
+FOLDER = "encounter"
+#: hl7.org/fhir/R4/valueset-encounter-status.html
+R4_ENCOUNTER_STATUS = {"planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled",
+                       "entered-in-error", "unknown"}
+
+
+@pytest.fixture(scope="module")
+def golden() -> list[tuple[str, dict, dict]]:
+    return list(golden_outputs(FOLDER, encounter.to_fhir))
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> list[tuple[dict, dict]]:
+    return synthetic_outputs("sessions", encounter.to_fhir)
+
+
+@pytest.mark.parametrize("case", cases(FOLDER))
+def test_each_golden_case_maps_exactly_to_its_expected_file(case):
+    record, ctx, expected = load_case(FOLDER, case)
+    assert encounter.to_fhir(record, ctx) == expected
+
+
+def test_mapping_twice_gives_byte_identical_json():
+    for case in cases(FOLDER):
+        record, ctx, _ = load_case(FOLDER, case)
+        assert json.dumps(encounter.to_fhir(record, ctx)) == json.dumps(encounter.to_fhir(record, ctx))
+
+
+def test_every_output_parses_with_the_r4b_models_and_uses_only_reference_codes(golden, synthetic):
+    for record, resource in [(record, resource) for _, record, resource in golden] + synthetic:
+        validate_with_models(resource)
+        assert own_terminology_problems(resource, record) == []
+
+
+def test_the_independent_validator_accepts_every_output(golden, synthetic, tmp_path: Path):
+    assert validate_with_peer([r for _, _, r in golden] + [r for _, r in synthetic], tmp_path) == []
+
+
+def test_every_synthetic_session_maps_to_one_encounter(synthetic):
+    assert len(synthetic) == len(synthetic_records("sessions"))
+    assert {r["status"] for _, r in synthetic} == {"finished", "cancelled"}
+    types = {c["code"] for _, r in synthetic for c in r["type"][0]["coding"]}
+    assert {"96365", "G2082", "G2083", "im-injection", "ketamine-iv-induction", "ketamine-im-induction",
+            "esketamine-session"} <= types
+
+
+def test_every_clinic_status_has_an_r4_status():
+    assert set(encounter.STATUS) == set(SESSION_STATUSES)
+    assert set(encounter.STATUS.values()) <= R4_ENCOUNTER_STATUS
+    assert encounter.STATUS["stopped-early"] == "finished"  # the visit ended; the Procedure says stopped
+
+
+def test_us_core_mandatory_elements_are_always_there(golden, synthetic):
+    for resource in [r for _, _, r in golden] + [r for _, r in synthetic]:
+        assert resource["meta"]["profile"] == [encounter.PROFILE]
+        assert resource["status"] and resource["class"]["code"] == "AMB"
+        assert resource["type"] and resource["subject"]["reference"].startswith("Patient/")
+
+
+@pytest.mark.parametrize("case", cases(FOLDER))
+def test_the_encounter_type_carries_the_same_code_as_the_sessions_procedure(case):
+    record, ctx, _ = load_case(FOLDER, case)
+    assert encounter.to_fhir(record, ctx)["type"][0]["coding"][0] == procedure.to_fhir(record, ctx)["code"]["coding"][0]
+
+
+def test_psychotherapy_adds_a_second_type():
+    record, ctx, _ = load_case(FOLDER, "psychotherapy")
+    types = encounter.to_fhir(record, ctx)["type"]
+    assert [t["coding"][-1]["code"] for t in types] == ["ketamine-iv-induction", "ketamine-assisted-psychotherapy"]
+
+
+def test_a_session_without_course_has_no_referral_or_reason_and_keeps_its_offset():
+    record, ctx, _ = load_case(FOLDER, "without-course-offset")
+    resource = encounter.to_fhir(record, ctx)
+    assert "basedOn" not in resource and "reasonReference" not in resource and "reasonCode" not in resource
+    assert resource["period"] == {"start": "2026-02-03T14:00:00+01:00", "end": "2026-02-03T15:30:00+01:00"}
+    assert resource["type"][0]["coding"][-1]["code"] == "ketamine-iv-session"  # route from the dose
+
+
+def test_a_planned_intranasal_session_does_not_guess_the_drug():
+    record, ctx, _ = load_case(FOLDER, "esketamine-planned")
+    assert [c["code"] for c in encounter.to_fhir(record, ctx)["type"][0]["coding"]] == [
+        "intranasal-dosing", "intranasal-session"]

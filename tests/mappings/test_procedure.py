@@ -1,0 +1,133 @@
+"""A treatment session becomes a US Core Procedure: the infusion, injection or nasal dosing, coded
+CPT 96365 (IV), HCPCS G2082/G2083 (esketamine up to / over 56 mg) or a local code (IM, others)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mappings import procedure
+from mappings.session_codes import esketamine_dose_mg, procedure_key
+from service.clinic.schemas import SESSION_STATUSES
+from tests.fhir_checks import validate_with_models, validate_with_peer
+from tests.mappings.treatment_cases import (
+    cases,
+    golden_outputs,
+    load_case,
+    own_terminology_problems,
+    snomed_codings,
+    synthetic_outputs,
+    synthetic_records,
+)
+
+FOLDER = "procedure"
+#: hl7.org/fhir/R4/valueset-event-status.html
+R4_EVENT_STATUS = {"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "entered-in-error",
+                   "unknown"}
+
+
+@pytest.fixture(scope="module")
+def golden() -> list[tuple[str, dict, dict]]:
+    return list(golden_outputs(FOLDER, procedure.to_fhir))
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> list[tuple[dict, dict]]:
+    return synthetic_outputs("sessions", procedure.to_fhir)
+
+
+@pytest.mark.parametrize("case", cases(FOLDER))
+def test_each_golden_case_maps_exactly_to_its_expected_file(case):
+    record, ctx, expected = load_case(FOLDER, case)
+    assert procedure.to_fhir(record, ctx) == expected
+
+
+def test_mapping_twice_gives_byte_identical_json():
+    for case in cases(FOLDER):
+        record, ctx, _ = load_case(FOLDER, case)
+        assert json.dumps(procedure.to_fhir(record, ctx)) == json.dumps(procedure.to_fhir(record, ctx))
+
+
+def test_every_output_parses_with_the_r4b_models_and_uses_only_reference_codes(golden, synthetic):
+    for record, resource in [(record, resource) for _, record, resource in golden] + synthetic:
+        validate_with_models(resource)
+        assert own_terminology_problems(resource, record) == []
+
+
+def test_the_independent_validator_accepts_every_output(golden, synthetic, tmp_path: Path):
+    assert validate_with_peer([r for _, _, r in golden] + [r for _, r in synthetic], tmp_path) == []
+
+
+def test_every_synthetic_session_maps_to_one_procedure(synthetic):
+    assert len(synthetic) == len(synthetic_records("sessions"))
+    assert {r["status"] for _, r in synthetic} == {"completed", "stopped", "not-done"}
+    # a cancelled Spravato session has no dose recorded: intranasal-dosing, not a guessed G-code
+    assert {r["code"]["coding"][0]["code"] for _, r in synthetic} == {"96365", "G2082", "G2083", "im-injection",
+                                                                      "intranasal-dosing"}
+
+
+def test_every_clinic_status_has_an_r4_status():
+    assert set(procedure.STATUS) == set(SESSION_STATUSES)
+    assert set(procedure.STATUS.values()) <= R4_EVENT_STATUS
+
+
+def test_us_core_7_a_completed_or_in_progress_procedure_says_when_it_was_performed(golden, synthetic):
+    for resource in [r for _, _, r in golden] + [r for _, r in synthetic]:
+        assert resource["meta"]["profile"] == [procedure.PROFILE]
+        if resource["status"] in ("completed", "in-progress"):
+            assert resource["performedPeriod"]["start"]
+        if resource["status"] in ("preparation", "not-done"):
+            assert "performedPeriod" not in resource  # not performed
+
+
+@pytest.mark.parametrize(("route", "esketamine_mg", "key"), [
+    ("iv", None, "iv-infusion"),
+    ("intranasal", 28, "esketamine-56"),
+    ("intranasal", 56, "esketamine-56"),
+    ("intranasal", 56.5, "esketamine-84"),
+    ("intranasal", 84, "esketamine-84"),
+    ("intranasal", None, "intranasal-dosing"),
+    ("im", None, "im-injection"),
+    ("oral", None, "ketamine-administration"),
+    (None, None, "ketamine-administration"),
+])
+def test_the_code_follows_the_route_and_the_esketamine_dose(route, esketamine_mg, key):
+    assert procedure_key(route, esketamine_mg) == key
+
+
+def test_the_esketamine_dose_counts_what_was_given_and_falls_back_on_what_was_booked():
+    def dose(mg, status):
+        return {"drug": "esketamine", "dose_mg": mg, "status": status}
+
+    assert esketamine_dose_mg([dose(56, "completed"), dose(28, "completed")]) == 84
+    assert esketamine_dose_mg([dose(56, "completed"), dose(28, "not-done")]) == 56
+    assert esketamine_dose_mg([dose(84, "not-done")]) == 84
+    assert esketamine_dose_mg([dose(84, "entered-in-error")]) is None
+    assert esketamine_dose_mg([{"drug": "ketamine", "dose_mg": 35, "status": "completed"}]) is None
+
+
+def test_stopped_early_says_why_and_lists_the_complication():
+    record, ctx, _ = load_case(FOLDER, "stopped-early")
+    resource = procedure.to_fhir(record, ctx)
+    assert resource["status"] == "stopped"
+    assert resource["statusReason"] == {"text": "Blood pressure above hold threshold"}
+    assert resource["complication"] == [{"text": "Transient hypertension"}]
+
+
+def test_notes_and_clinical_check_warnings_become_annotations():
+    record, ctx, _ = load_case(FOLDER, "esketamine-3-devices")
+    notes = procedure.to_fhir(record, ctx)["note"]
+    assert notes[0]["text"].startswith("Clinical check rems-monitoring-incomplete: ")
+    record, ctx, _ = load_case(FOLDER, "psychotherapy")
+    resource = procedure.to_fhir(record, ctx)
+    assert resource["note"] == [{"text": record["notes"]}]
+    assert resource["category"]["coding"][0]["code"] == "ketamine-assisted-psychotherapy"
+
+
+def test_a_clinic_supplied_snomed_code_passes_through_to_the_complication():
+    record, ctx, _ = load_case("adverseevent", "reference-with-snomed-code")
+    resource = procedure.to_fhir(record, ctx)
+    assert snomed_codings(resource["complication"]) == {"422587007"}
+    assert resource["complication"][0]["text"] == "Nausea"
