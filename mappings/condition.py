@@ -5,7 +5,7 @@ Base FHIR R4, not US Core (its Condition profiles need a ``category`` from a cod
 clinical reference does not cover). ``verificationStatus`` appears only on the Conditions of an
 entered-in-error referral: the referral does not say how far each diagnosis was verified, and
 R4 gives no other way to withdraw a Condition (con-5 then forbids ``clinicalStatus``, which is
-never set). See docs/mappings/condition.md.
+never set). See docs/mappings.md (condition).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Identifiers: our business identifier (``use: usual``), the clinic MRN (``use: official``, type MR,
 system ``<base URI>/mrn``) and each EHR identifier of the record as given. See
-docs/mappings/patient.md.
+docs/mappings.md (patient).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The clinic role and organization live on the PractitionerRole (``mappings.practitioner_role``);
 a Practitioner holds the person: identifiers (ours and the NPI), name, work telecom and
-``active``. See docs/mappings/practitioner.md.
+``active``. See docs/mappings.md (practitioner).
 """
 
 from __future__ import annotations

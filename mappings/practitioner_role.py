@@ -1,5 +1,5 @@
 """A clinic practitioner's role as a PractitionerRole: which practitioner, for which organization,
-in which clinic role. Base FHIR R4, not US Core (see docs/mappings/practitioner-role.md: US Core's
+in which clinic role. Base FHIR R4, not US Core (see docs/mappings.md (practitioner-role): US Core's
 extensible role binding has NUCC codes the clinical reference does not hold)."""
 
 from __future__ import annotations

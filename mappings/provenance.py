@@ -3,7 +3,7 @@ clinic (its Organization) is responsible for them (US Core Provenance; the clini
 
 FHIR R4 Provenance has no ``identifier`` element, so, unlike every other resource here, it
 carries no business identifier: its id alone (from ``("provenance", "<collection>/<id>/<version>")``)
-makes a re-sync of the same write idempotent. See docs/mappings/provenance.md.
+makes a re-sync of the same write idempotent. See docs/mappings.md (provenance).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Base FHIR R4 (not US Core ServiceRequest: its ``code`` binding wants a procedure code, and the
 clinical reference has none for a referral; section 10.2). The diagnoses are ``reasonCode``
 (ICD-10-CM, section 6.1) and ``reasonReference`` to the Conditions of ``mappings.condition``.
-See docs/mappings/service-request.md.
+See docs/mappings.md (service-request).
 """
 
 from __future__ import annotations

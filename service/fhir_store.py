@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
 from mappings import provenance
@@ -23,7 +24,7 @@ from mappings.resources import clinic_organization, resources_for
 from service import models
 from service.clinic.collections import COLLECTIONS
 
-__all__ = ["context", "links_of", "on_write"]
+__all__ = ["context", "flush_pending", "links_of", "on_write"]
 
 #: children(parent_id, collection): which column names the parent, and the order
 _CHILDREN = {
@@ -43,17 +44,27 @@ def _as_record(row: models.ClinicRecord) -> dict[str, Any]:
     return record
 
 
-def context(db: Session) -> MappingContext:
-    """A MappingContext answering lookups from this session's database."""
+def context(db: Session, memo: bool = False) -> MappingContext:
+    """A MappingContext answering lookups from this session's database.
+
+    ``memo``: remember answers, for one write's mapping, during which clinic records do not change
+    (a course's CarePlan asks each of its sessions for its doses).
+    """
+    lookups: dict[tuple[str, str], dict[str, Any] | None] = {}
+    kids: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     def lookup(collection: str, record_id: str) -> dict[str, Any] | None:
-        row = db.get(COLLECTIONS[collection].model, record_id)
-        return _as_record(row) if row is not None else None
+        if (collection, record_id) not in lookups or not memo:
+            row = db.get(COLLECTIONS[collection].model, record_id)
+            lookups[(collection, record_id)] = _as_record(row) if row is not None else None
+        return lookups[(collection, record_id)]
 
     def children(parent_id: str, collection: str) -> list[dict[str, Any]]:
-        model, parent_col, order = _CHILDREN[collection]
-        return [_as_record(r) for r in db.scalars(select(model).where(parent_col == parent_id)
-                                                  .order_by(order, model.id))]
+        if (parent_id, collection) not in kids or not memo:
+            model, parent_col, order = _CHILDREN[collection]
+            kids[(parent_id, collection)] = [_as_record(r) for r in db.scalars(
+                select(model).where(parent_col == parent_id).order_by(order, model.id))]
+        return kids[(parent_id, collection)]
 
     return MappingContext(base_uri=db.info["base_uri"], clinic_name=db.info["clinic_name"], lookup=lookup,
                           children=children)
@@ -82,34 +93,16 @@ def _dependents(db: Session, collection: str, row: models.ClinicRecord) -> list[
     return []
 
 
-def _all_dependents(db: Session, collection: str, row: models.ClinicRecord,
-                    also: Iterable[tuple[str, models.ClinicRecord]]) -> list[tuple[str, models.ClinicRecord]]:
-    """Dependents, transitively (a dose changes its session's Procedure code, which the course's
-    CarePlan repeats), each once, in the order found."""
-    seen = {(collection, row.id)}
-    queue = [*_dependents(db, collection, row), *also]
-    out = []
-    while queue:
-        dep_collection, dep_row = queue.pop(0)
-        if (dep_collection, dep_row.id) in seen:
-            continue
-        seen.add((dep_collection, dep_row.id))
-        out.append((dep_collection, dep_row))
-        queue += _dependents(db, dep_collection, dep_row)
-    return out
-
-
 def _patient_of(collection: str, row: models.ClinicRecord) -> str | None:
     if collection == "patients":
         return row.id
     return getattr(row, "patient_id", None)
 
 
-def _store(db: Session, resource: dict[str, Any], source: tuple[str, str], patient_id: str | None,
-           now: datetime) -> bool:
-    """Store one mapped resource; True when it is new or changed (a new version)."""
+def _store(db: Session, resource: dict[str, Any], current: models.FhirResource | None, source: tuple[str, str],
+           patient_id: str | None, now: datetime) -> bool:
+    """Store one mapped resource over its ``current`` row; True when it is new or changed."""
     digest = _digest(resource)
-    current = db.get(models.FhirResource, (resource["resourceType"], resource["id"]))
     if current is not None and current.content_hash == digest and not current.deleted:
         return False
     version = current.version_id + 1 if current is not None else 1
@@ -133,13 +126,12 @@ def _with_meta(resource: dict[str, Any], version: int, now: datetime) -> str:
     return json.dumps(out, separators=(",", ":"), ensure_ascii=False)
 
 
-def _retire(db: Session, source: tuple[str, str], keep: set[tuple[str, str]], now: datetime) -> list[str]:
+def _retire(db: Session, existing: Iterable[models.FhirResource], keep: set[tuple[str, str]],
+            now: datetime) -> list[str]:
     """Mark deleted the resources a record yielded before but no longer does."""
     retired = []
-    for res in db.scalars(select(models.FhirResource).where(
-            models.FhirResource.source_collection == source[0], models.FhirResource.source_id == source[1],
-            models.FhirResource.deleted.is_(False))):
-        if (res.resource_type, res.id) in keep or res.resource_type == "Provenance":
+    for res in existing:
+        if (res.resource_type, res.id) in keep or res.resource_type == "Provenance" or res.deleted:
             continue
         res.deleted, res.version_id, res.last_updated = True, res.version_id + 1, now
         db.add(models.FhirResourceVersion(resource_type=res.resource_type, id=res.id, version_id=res.version_id,
@@ -149,35 +141,97 @@ def _retire(db: Session, source: tuple[str, str], keep: set[tuple[str, str]], no
 
 
 def _map_and_store(db: Session, ctx: MappingContext, collection: str, row: models.ClinicRecord,
-                   now: datetime) -> tuple[list[dict[str, Any]], list[str]]:
+                   now: datetime, new: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """Map one record and store what changed. ``new``: the record was just created, so nothing of
+    it is stored yet (saves the query)."""
     resources = resources_for(collection, _as_record(row), ctx)
     source = (collection, row.id)
+    existing = {} if new else {(r.resource_type, r.id): r for r in db.scalars(select(models.FhirResource).where(
+        models.FhirResource.source_collection == collection, models.FhirResource.source_id == row.id))}
     patient_id = _patient_of(collection, row)
-    changed = [f"{r['resourceType']}/{r['id']}" for r in resources if _store(db, r, source, patient_id, now)]
-    changed += _retire(db, source, {(r["resourceType"], r["id"]) for r in resources}, now)
+    changed = [f"{r['resourceType']}/{r['id']}" for r in resources
+               if _store(db, r, existing.get((r["resourceType"], r["id"])), source, patient_id, now)]
+    changed += _retire(db, existing.values(), {(r["resourceType"], r["id"]) for r in resources}, now)
     return resources, changed
+
+
+@dataclass
+class _Write:
+    """One clinic-record write of this transaction, waiting for its Provenance."""
+
+    collection: str
+    row: models.ClinicRecord
+    record: dict[str, Any]
+    meta: dict[str, Any]
+    patient_id: str | None
+    now: datetime
+    changed: list[str] = field(default_factory=list)
 
 
 def on_write(db: Session, collection: str, row: models.ClinicRecord, now: datetime,
              also: Iterable[tuple[str, models.ClinicRecord]] = ()) -> dict[str, Any]:
-    """Map a just-written record, its dependents and ``also`` (records whose warnings the write
-    changed); return the record's FHIR links."""
-    ctx = context(db)
+    """Map a just-written record now; return its FHIR links.
+
+    Its dependents and ``also`` (records whose warnings the write changed) are re-mapped once,
+    just before the transaction commits (``_before_commit``): an /import of a whole course
+    re-maps each session and CarePlan once instead of after every dose. Mappings read clinic
+    records only, never other resources, so the order of re-mapping does not matter.
+    """
+    ctx = context(db, memo=True)
     _ensure_organization(db, ctx, now)
-    resources, changed = _map_and_store(db, ctx, collection, row, now)
-    for dep_collection, dep_row in _all_dependents(db, collection, row, also):
-        changed += _map_and_store(db, ctx, dep_collection, dep_row, now)[1]
-    if changed:
-        meta = {"version": row.version, "updated_at": row.updated_at.isoformat()}
-        prov = provenance.to_fhir(collection, _as_record(row), meta, [{"reference": c} for c in changed], ctx)
-        _store(db, prov, (collection, row.id), _patient_of(collection, row), now)
-    db.flush()
+    resources, changed = _map_and_store(db, ctx, collection, row, now, new=row.version == 1)
+    writes: list[_Write] = db.info.setdefault("fhir_writes", [])
+    meta = {"version": row.version, "updated_at": row.updated_at.isoformat()}
+    writes.append(_Write(collection, row, _as_record(row), meta, _patient_of(collection, row), now, changed))
+    dirty: dict[tuple[str, str], tuple[models.ClinicRecord, int]] = db.info.setdefault("fhir_dirty", {})
+    for dep_collection, dep_row in [*_dependents(db, collection, row), *also]:
+        dirty.pop((dep_collection, dep_row.id), None)  # re-insert: attributed to the latest write
+        dirty[(dep_collection, dep_row.id)] = (dep_row, len(writes) - 1)
     return _links(resources)
+
+
+def flush_pending(db: Session) -> None:
+    """Re-map the dependents of this transaction's writes, then store one Provenance per write."""
+    writes: list[_Write] = db.info.pop("fhir_writes", [])
+    dirty: dict[tuple[str, str], tuple[models.ClinicRecord, int]] = db.info.pop("fhir_dirty", {})
+    if not writes:
+        return
+    ctx = context(db, memo=True)
+    done: set[tuple[str, str]] = set()
+    queue = list(dirty.items())
+    while queue:
+        (collection, record_id), (row, owner) = queue.pop(0)
+        if (collection, record_id) in done or not inspect(row).persistent:
+            continue  # mapped already, or written in a savepoint that was rolled back
+        done.add((collection, record_id))
+        writes[owner].changed += _map_and_store(db, ctx, collection, row, writes[owner].now)[1]
+        queue += [((c, r.id), (r, owner)) for c, r in _dependents(db, collection, row)]
+    for write in writes:
+        if write.changed and inspect(write.row).persistent:
+            prov = provenance.to_fhir(write.collection, write.record, write.meta,
+                                      [{"reference": c} for c in dict.fromkeys(write.changed)], ctx)
+            # keyed on the record's new version: always a new resource
+            _store(db, prov, None, (write.collection, write.record["id"]), write.patient_id, write.now)
+    db.flush()
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(db: Session) -> None:
+    if not db.in_nested_transaction():  # the event fires for SAVEPOINT releases too
+        flush_pending(db)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(db: Session) -> None:
+    db.info.pop("fhir_writes", None)
+    db.info.pop("fhir_dirty", None)
 
 
 def _ensure_organization(db: Session, ctx: MappingContext, now: datetime) -> None:
     if not db.info.get("organization_stored"):
-        _store(db, clinic_organization(ctx), ("organization", "clinic"), None, now)
+        org = clinic_organization(ctx)
+        _store(db, org, db.get(models.FhirResource, (org["resourceType"], org["id"])), ("organization", "clinic"),
+               None, now)
         db.info["organization_stored"] = True
 
 

@@ -40,7 +40,7 @@ def test_golden_case(case: str):
 def test_is_base_fhir_with_its_own_id_and_identifier_and_points_at_the_practitioner():
     ctx = context()
     role = practitioner_role.to_fhir(PSYCHIATRIST, ctx)
-    assert "meta" not in role  # not US Core: see docs/mappings/practitioner-role.md
+    assert "meta" not in role  # not US Core: see docs/mappings.md (practitioner-role)
     assert role["id"] == fhir_id(BASE_URI, "PractitionerRole", "practitioner-roles", "dr-ortiz")
     assert role["identifier"] == [{"use": "usual", "system": f"{BASE_URI}/practitioner-roles", "value": "dr-ortiz"}]
     assert role["practitioner"]["reference"] == f"Practitioner/{practitioner.to_fhir(PSYCHIATRIST, ctx)['id']}"
