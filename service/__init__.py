@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, g, jsonify, request
@@ -20,7 +21,8 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     """Build the WSGI app. Nothing global: engine and sessions hang off the app."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
-    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_import_bytes, **config)
+    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_import_bytes,
+                      STARTED_AT=datetime.now(UTC), **config)
     app.json.sort_keys = False
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -30,9 +32,14 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     from service import health
     from service.clinic.openapi import build_spec
     from service.clinic.views import bp as clinic_bp
+    from service.fhir import views as fhir_views
+    from service.fhir.smart import smart_bp
 
     app.register_blueprint(health.bp)
     app.register_blueprint(clinic_bp)
+    app.register_blueprint(fhir_views.bp)
+    app.register_blueprint(smart_bp)
+    fhir_views.register_errors(app)
     spec = build_spec()
     app.add_url_rule("/api/v1/openapi.json", "openapi", lambda: jsonify(spec))
     _access_log(app)

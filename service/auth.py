@@ -17,14 +17,24 @@ from service.db import get_session
 from service.errors import Forbidden, Unauthorized
 from service.models import ApiToken
 
-__all__ = ["SCOPES", "TokenError", "create_token", "list_tokens", "require_scope", "revoke_token"]
+__all__ = [
+    "SCOPES",
+    "TokenError",
+    "create_token",
+    "list_tokens",
+    "require_scope",
+    "revoke_token",
+    "token_scopes",
+]
 
-#: Scopes a static token can carry, and what each allows.
+#: Scopes a static token can carry, and what each allows. SMART v2 system scopes
+#: (``system/*.rs``, ``system/Observation.rs``, ``system/Patient.cruds``; service.fhir.scopes) are
+#: accepted too and allow the matching /fhir interactions, nothing on /api/v1.
 SCOPES = {
     "clinic:read": "read clinic records (GET on /api/v1)",
     "clinic:write": "create and replace clinic records, /import (PUT/POST on /api/v1)",
     "admin": "administration endpoints",
-    "*": "everything (operator token)",
+    "*": "everything (operator token), on /api/v1 and /fhir",
 }
 TOKEN_PREFIX = "kf_"
 
@@ -44,9 +54,12 @@ def parse_scopes(scopes: Iterable[str]) -> list[str]:
     parsed = sorted({part for s in scopes for part in s.replace(",", " ").split()})
     if not parsed:
         raise TokenError("at least one --scope is required")
-    unknown = [s for s in parsed if s not in SCOPES]
+    from service.fhir.scopes import is_smart_scope  # late: service.fhir imports this module
+
+    unknown = [s for s in parsed if s not in SCOPES and not is_smart_scope(s)]
     if unknown:
-        raise TokenError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+        raise TokenError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)} "
+                         "and SMART system scopes such as system/*.rs, system/Patient.cruds")
     return parsed
 
 
@@ -77,13 +90,24 @@ def revoke_token(session: Session, name: str) -> bool:
     return True
 
 
+def _active_token(session: Session, secret: str) -> ApiToken | None:
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash(secret)))
+    return None if token is None or token.revoked_at is not None else token
+
+
+def token_scopes(session: Session, secret: str) -> set[str] | None:
+    """The scopes of an active static token, or None for an unknown or revoked one."""
+    token = _active_token(session, secret)
+    return None if token is None else set(token.scopes.split())
+
+
 def _current_scopes() -> set[str]:
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized()
-    token = get_session().scalar(select(ApiToken).where(ApiToken.token_hash == _hash(secret.strip())))
-    if token is None or token.revoked_at is not None:
+    token = _active_token(get_session(), secret.strip())
+    if token is None:
         raise Unauthorized("the bearer token is unknown or revoked")
     g.token_name = token.name
     return set(token.scopes.split())

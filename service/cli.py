@@ -68,7 +68,8 @@ def token() -> None:
 @token.command("create")
 @click.option("--name", required=True, help="A name for the token's holder (unique).")
 @click.option("--scope", "scopes", required=True, multiple=True,
-              help="Scope(s): clinic:read, clinic:write, admin, * (repeat or space-separate).")
+              help="Scope(s): clinic:read, clinic:write, admin, *, or SMART system scopes for /fhir "
+                   "such as 'system/*.rs' (repeat or space-separate).")
 def token_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a token and print it (it is shown only this once)."""
     from service.auth import TokenError, create_token
@@ -104,6 +105,60 @@ def token_revoke(name: str) -> None:
     with _session(_settings()) as db:
         if not revoke_token(db, name):
             raise click.ClickException(f"no active token named {name!r}")
+    click.echo(f"revoked {name}")
+
+
+@main.group()
+def client() -> None:
+    """Register, list and revoke SMART Backend Services clients (EHRs calling /fhir)."""
+
+
+@client.command("register")
+@click.option("--name", required=True, help="A name for the client (unique).")
+@click.option("--jwks", "jwks_file", required=True, type=click.File("rb"),
+              help="The client's public JWKS as a JSON file (RS384 or ES384 keys, each with a kid).")
+@click.option("--scope", "scopes", required=True, multiple=True,
+              help="SMART system scope(s) the client may be granted, e.g. 'system/*.rs' (repeat or space-separate).")
+def client_register(name: str, jwks_file, scopes: tuple[str, ...]) -> None:
+    """Register a client and print its client_id (the iss and sub of its signed assertions)."""
+    from service.db import migrate
+    from service.fhir.smart import ClientError, register_client
+
+    try:
+        jwks = json.loads(jwks_file.read())
+    except ValueError as exc:
+        raise click.UsageError(f"--jwks is not JSON: {exc}") from None
+    settings = _settings()
+    migrate(settings)
+    with _session(settings) as db:
+        try:
+            registered = register_client(db, name, jwks, scopes)
+        except ClientError as exc:
+            raise click.UsageError(str(exc)) from None
+        click.echo(registered.client_id)
+
+
+@client.command("list")
+def client_list() -> None:
+    """List clients: name, client_id, allowed scopes, state, key ids."""
+    from service.fhir.smart import list_clients
+
+    with _session(_settings()) as db:
+        for c in list_clients(db):
+            state = "revoked" if c.revoked_at else "active"
+            kids = ",".join(k.get("kid", "") for k in c.jwks.get("keys", []))
+            click.echo(f"{c.name}\t{c.client_id}\t{c.scopes}\t{state}\t{kids}\t{c.created_at.isoformat()}")
+
+
+@client.command("revoke")
+@click.option("--name", required=True)
+def client_revoke(name: str) -> None:
+    """Revoke a client: no new tokens, and its current tokens stop working."""
+    from service.fhir.smart import revoke_client
+
+    with _session(_settings()) as db:
+        if not revoke_client(db, name):
+            raise click.ClickException(f"no active client named {name!r}")
     click.echo(f"revoked {name}")
 
 

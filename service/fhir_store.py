@@ -54,6 +54,11 @@ def context(db: Session, memo: bool = False) -> MappingContext:
     kids: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     def lookup(collection: str, record_id: str) -> dict[str, Any] | None:
+        if collection not in COLLECTIONS:  # a FHIR type and our resource id (reverse mappings ask so)
+            stored = db.get(models.FhirResource, (collection, record_id))
+            if stored is None or stored.deleted:
+                return None
+            return lookup(stored.source_collection, stored.source_id)
         if (collection, record_id) not in lookups or not memo:
             row = db.get(COLLECTIONS[collection].model, record_id)
             lookups[(collection, record_id)] = _as_record(row) if row is not None else None
@@ -115,6 +120,8 @@ def _store(db: Session, resource: dict[str, Any], current: models.FhirResource |
     current.source_collection, current.source_id = source
     db.add(models.FhirResourceVersion(resource_type=current.resource_type, id=current.id, version_id=version,
                                       last_updated=now, content=served, deleted=False))
+    from service.fhir.search.index import index_resource  # late: the service.fhir package imports the blueprint
+    index_resource(db, resource, False, version_id=version, last_updated=now)
     return True
 
 
@@ -136,6 +143,9 @@ def _retire(db: Session, existing: Iterable[models.FhirResource], keep: set[tupl
         res.deleted, res.version_id, res.last_updated = True, res.version_id + 1, now
         db.add(models.FhirResourceVersion(resource_type=res.resource_type, id=res.id, version_id=res.version_id,
                                           last_updated=now, content=res.content, deleted=True))
+        from service.fhir.search.index import index_resource  # late, as in _store
+        index_resource(db, {"resourceType": res.resource_type, "id": res.id}, True, version_id=res.version_id,
+                       last_updated=now)
         retired.append(f"{res.resource_type}/{res.id}")
     return retired
 

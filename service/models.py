@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -232,3 +233,82 @@ class FhirResourceVersion(Base):
 
 
 Index("ix_fhir_resources_source", FhirResource.source_collection, FhirResource.source_id)
+
+
+# --- SMART Backend Services (issue 4, item 6) ---
+
+
+class SmartClient(Base):
+    """A registered SMART Backend Services client: its public JWKS and the scopes it may be granted."""
+
+    __tablename__ = "smart_clients"
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    #: ``{"keys": [...]}``, public keys only, each with a unique ``kid``
+    jwks: Mapped[dict] = mapped_column(JSON, nullable=False)
+    scopes: Mapped[str] = mapped_column(String(1024), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SmartAssertionJti(Base):
+    """A client assertion ``jti`` already used, kept until the assertion expires (replay protection)."""
+
+    __tablename__ = "smart_assertion_jtis"
+    client_id: Mapped[str] = mapped_column(String(64), ForeignKey("smart_clients.client_id"), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+
+
+class SmartAccessToken(Base):
+    """An access token issued at the token endpoint; only its SHA-256 is stored."""
+
+    __tablename__ = "smart_access_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), ForeignKey("smart_clients.client_id"), nullable=False,
+                                           index=True)
+    scopes: Mapped[str] = mapped_column(String(1024), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+
+
+# --- FHIR search index (issue 4: search) ---
+
+
+class FhirSearchIndex(Base):
+    """One searchable value of one version of a FHIR resource (service/fhir/search/index.py).
+
+    Rows are versioned: ``valid_from`` is the version's write time and ``valid_to`` the time a
+    later version (or a delete) replaced it, so a search can page over the snapshot of its first
+    page. Typed value columns by parameter type: token (``token_system``/``token_code``), string
+    (``string_norm`` lower-cased without accents, ``string_exact``), date (``date_start`` to
+    ``date_end``, half-open, UTC), quantity (``number`` with the unit in the token columns),
+    reference (``ref_type``/``ref_id``).
+    """
+
+    __tablename__ = "fhir_search_index"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    resource_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    version_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    param: Mapped[str] = mapped_column(String(64), nullable=False)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    valid_to: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    token_system: Mapped[str | None] = mapped_column(Text)
+    token_code: Mapped[str | None] = mapped_column(Text)
+    string_norm: Mapped[str | None] = mapped_column(Text)
+    string_exact: Mapped[str | None] = mapped_column(Text)
+    date_start: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    date_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    number: Mapped[float | None] = mapped_column(Float)
+    ref_type: Mapped[str | None] = mapped_column(String(64))
+    ref_id: Mapped[str | None] = mapped_column(String(64))
+
+
+Index("ix_fhir_search_index_resource", FhirSearchIndex.resource_type, FhirSearchIndex.resource_id,
+      FhirSearchIndex.valid_to)
+Index("ix_fhir_search_index_token", FhirSearchIndex.resource_type, FhirSearchIndex.param, FhirSearchIndex.token_code)
+Index("ix_fhir_search_index_date", FhirSearchIndex.resource_type, FhirSearchIndex.param, FhirSearchIndex.date_start)
+Index("ix_fhir_search_index_reference", FhirSearchIndex.param, FhirSearchIndex.ref_id, FhirSearchIndex.ref_type)
+Index("ix_fhir_search_index_string", FhirSearchIndex.resource_type, FhirSearchIndex.param,
+      FhirSearchIndex.string_norm)
+__all__ += ["FhirSearchIndex"]

@@ -1,0 +1,64 @@
+"""The CapabilityStatement at GET /fhir/metadata: what this server really supports, and nothing more.
+
+Built from the same registries the handlers use (the resource types, their interactions, the
+search parameters), so a test can hold it against the routes (R4 capabilitystatement.html).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mappings.resources import MAPPED_TYPES
+
+__all__ = ["INTERACTIONS", "capability_statement"]
+
+#: type-level and instance-level interactions every served type supports
+INTERACTIONS = ("read", "vread", "history-instance", "history-type")
+
+
+#: types EHRs may write (service/fhir/writes.py): create, update, conditional create/update on identifier
+WRITABLE_TYPES = ("Patient", "Practitioner", "ServiceRequest")
+
+
+def _resource(resource_type: str, search_params: dict[str, Any]) -> dict[str, Any]:
+    writable = resource_type in WRITABLE_TYPES
+    interactions = list(INTERACTIONS) + (["search-type"] if search_params else []) + \
+        (["create", "update"] if writable else [])
+    out: dict[str, Any] = {
+        "type": resource_type,
+        "interaction": [{"code": code} for code in interactions],
+        "versioning": "versioned",
+        "readHistory": True,
+        "updateCreate": False,
+        "conditionalCreate": writable,
+        "conditionalUpdate": writable,
+        "conditionalDelete": "not-supported",
+    }
+    if search_params:
+        out["searchParam"] = [{"name": name, "type": p.type, **({"definition": p.definition} if p.definition else {})}
+                              for name, p in search_params.items()]
+    return out
+
+
+def capability_statement(base_url: str, software_version: str, search_params: dict[str, dict[str, Any]],
+                         token_url: str | None, date: str) -> dict[str, Any]:
+    """The statement for a server at ``base_url``; ``search_params`` per type (may be empty)."""
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "resource": [_resource(t, search_params.get(t, {})) for t in MAPPED_TYPES],
+    }
+    if token_url:
+        from service.fhir.smart import security_component
+
+        rest["security"] = security_component(token_url)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": date,
+        "kind": "instance",
+        "software": {"name": "ketamine-fhir", "version": software_version},
+        "implementation": {"description": "ketamine-fhir FHIR R4 API", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [rest],
+    }
