@@ -120,8 +120,8 @@ def _store(db: Session, resource: dict[str, Any], current: models.FhirResource |
     current.source_collection, current.source_id = source
     db.add(models.FhirResourceVersion(resource_type=current.resource_type, id=current.id, version_id=version,
                                       last_updated=now, content=served, deleted=False))
-    from service.fhir.search.index import index_resource  # late: the service.fhir package imports the blueprint
-    index_resource(db, resource, False, version_id=version, last_updated=now)
+    from service.fhir.search.index import queue_index  # late: the service.fhir package imports the blueprint
+    queue_index(db, resource, False, version_id=version, last_updated=now, owner=current)
     return True
 
 
@@ -143,9 +143,9 @@ def _retire(db: Session, existing: Iterable[models.FhirResource], keep: set[tupl
         res.deleted, res.version_id, res.last_updated = True, res.version_id + 1, now
         db.add(models.FhirResourceVersion(resource_type=res.resource_type, id=res.id, version_id=res.version_id,
                                           last_updated=now, content=res.content, deleted=True))
-        from service.fhir.search.index import index_resource  # late, as in _store
-        index_resource(db, {"resourceType": res.resource_type, "id": res.id}, True, version_id=res.version_id,
-                       last_updated=now)
+        from service.fhir.search.index import queue_index  # late, as in _store
+        queue_index(db, {"resourceType": res.resource_type, "id": res.id}, True, version_id=res.version_id,
+                    last_updated=now, owner=res)
         retired.append(f"{res.resource_type}/{res.id}")
     return retired
 
@@ -202,9 +202,12 @@ def on_write(db: Session, collection: str, row: models.ClinicRecord, now: dateti
 
 def flush_pending(db: Session) -> None:
     """Re-map the dependents of this transaction's writes, then store one Provenance per write."""
+    from service.fhir.search.index import flush_index  # late, as in _store
+
     writes: list[_Write] = db.info.pop("fhir_writes", [])
     dirty: dict[tuple[str, str], tuple[models.ClinicRecord, int]] = db.info.pop("fhir_dirty", {})
     if not writes:
+        flush_index(db)
         return
     ctx = context(db, memo=True)
     done: set[tuple[str, str]] = set()
@@ -223,6 +226,7 @@ def flush_pending(db: Session) -> None:
             # keyed on the record's new version: always a new resource
             _store(db, prov, None, (write.collection, write.record["id"]), write.patient_id, write.now)
     db.flush()
+    flush_index(db)  # last: every version this transaction stored is known now
 
 
 @event.listens_for(Session, "before_commit")
@@ -235,6 +239,7 @@ def _before_commit(db: Session) -> None:
 def _after_rollback(db: Session) -> None:
     db.info.pop("fhir_writes", None)
     db.info.pop("fhir_dirty", None)
+    db.info.pop("index_pending", None)
 
 
 def _ensure_organization(db: Session, ctx: MappingContext, now: datetime) -> None:

@@ -22,7 +22,7 @@ from service.fhir.search._values import FAR_FUTURE, FAR_PAST, date_range, normal
 from service.fhir.search.params import SEARCH_PARAMS, SearchParam
 from service.models import FhirSearchIndex
 
-__all__ = ["SNAPSHOT_RETENTION", "extract_rows", "index_resource", "parse_reference"]
+__all__ = ["SNAPSHOT_RETENTION", "extract_rows", "flush_index", "index_resource", "parse_reference", "queue_index"]
 
 #: how long replaced index rows are kept, so that a search's later pages see its first page's snapshot
 SNAPSHOT_RETENTION = timedelta(hours=1)
@@ -176,3 +176,51 @@ def index_resource(db: Session, resource: dict[str, Any], deleted: bool, *, vers
         db.execute(insert(FhirSearchIndex), [
             {**_EMPTY, "resource_type": rtype, "resource_id": rid, "version_id": version, "valid_from": last_updated,
              **row} for row in extract_rows(resource, last_updated)])
+
+
+def queue_index(db: Session, resource: dict[str, Any], deleted: bool, *, version_id: int, last_updated: datetime,
+                owner: Any) -> None:
+    """Queue the index change of a stored resource version; ``flush_index`` writes the queue in bulk.
+
+    Indexing row by row as resources are stored made every INSERT flush the ORM's pending rows
+    first and doubled an /import's time. Only the last version a transaction stores of a resource
+    is indexed: the ones before it were never visible to other transactions.
+
+    :param owner: the stored FhirResource row; an entry whose row a rolled-back SAVEPOINT removed
+        is dropped
+    """
+    pending: dict[tuple[str, str], dict[str, Any]] = db.info.setdefault("index_pending", {})
+    key = (resource["resourceType"], resource["id"])
+    first = pending[key]["first_version"] if key in pending else version_id
+    pending[key] = {"resource": resource, "deleted": deleted, "version": version_id, "last_updated": last_updated,
+                    "first_version": first, "owner": owner}
+
+
+def flush_index(db: Session) -> None:
+    """Write the queued index changes: close the rows of versions stored before this transaction,
+    then insert every new version's rows in one statement."""
+    from sqlalchemy import inspect
+
+    pending: dict[tuple[str, str], dict[str, Any]] = db.info.pop("index_pending", {})
+    rows: list[dict[str, Any]] = []
+    for (rtype, rid), entry in pending.items():
+        if not inspect(entry["owner"]).persistent:
+            continue
+        if entry["first_version"] > 1 or entry["deleted"]:
+            prune = entry["deleted"] or entry["version"] % _PRUNE_EVERY == 0
+            _close(db, rtype, rid, entry["last_updated"], prune=prune)
+        if not entry["deleted"]:
+            rows += [{**_EMPTY, "resource_type": rtype, "resource_id": rid, "version_id": entry["version"],
+                      "valid_from": entry["last_updated"], **row}
+                     for row in extract_rows(entry["resource"], entry["last_updated"])]
+    if rows:
+        db.execute(insert(FhirSearchIndex), rows)
+
+
+def _close(db: Session, rtype: str, rid: str, at: datetime, prune: bool) -> None:
+    same = (FhirSearchIndex.resource_type == rtype, FhirSearchIndex.resource_id == rid)
+    db.execute(update(FhirSearchIndex).where(*same, FhirSearchIndex.valid_to.is_(None))
+               .values(valid_to=at).execution_options(synchronize_session=False))
+    if prune:
+        expired = FhirSearchIndex.valid_to < at - SNAPSHOT_RETENTION
+        db.execute(delete(FhirSearchIndex).where(*same, expired).execution_options(synchronize_session=False))
