@@ -3,19 +3,24 @@ server over real HTTP (gunicorn), with no code of ours on the client side."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import jwt as pyjwt
 import pytest
 import requests
 from fhirpy import SyncFHIRClient
 
+from mappings.resources import MAPPED_TYPES
 from service.synthetic import clinic_lines
+from tests.fhir.smart_support import ec_key, jwks
 
 
 def _free_port() -> int:
@@ -35,6 +40,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     subprocess.run([exe, "import", str(clinic)], env=env, check=True, capture_output=True)
     token = subprocess.run([exe, "token", "create", "--name", "ehr", "--scope", "system/*.rs"], env=env,
                            check=True, capture_output=True, text=True).stdout.strip()
+    keys = data / "jwks.json"
+    keys.write_text(json.dumps(jwks(ec_key())))
+    client_id = subprocess.run([exe, "client", "register", "--name", "epic", "--jwks", str(keys), "--scope",
+                                "system/*.rs"], env=env, check=True, capture_output=True, text=True).stdout.strip()
     port = _free_port()
     proc = subprocess.Popen([exe, "serve", "--port", str(port), "--workers", "2"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -45,15 +54,45 @@ def server(tmp_path_factory: pytest.TempPathFactory):
                 break
         except requests.ConnectionError:
             time.sleep(0.1)
-    yield f"{base}/fhir", token
+    yield f"{base}/fhir", token, client_id
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
 
 
 @pytest.fixture
 def fhir(server) -> SyncFHIRClient:
-    base, token = server
+    base, token, _ = server
     return SyncFHIRClient(base, authorization=f"Bearer {token}")
+
+
+def smart_access_token(base: str, client_id: str) -> str:
+    """SMART Backend Services as any client does it: discover, sign an assertion, ask for a token."""
+    root = base.removesuffix("/fhir")
+    config = requests.get(f"{root}/.well-known/smart-configuration", timeout=10).json()
+    assert "private_key_jwt" in config["token_endpoint_auth_methods_supported"]
+    now = int(time.time())
+    key = ec_key()
+    signed = pyjwt.encode({"iss": client_id, "sub": client_id, "aud": config["token_endpoint"], "exp": now + 240,
+                           "jti": uuid.uuid4().hex}, key.private, algorithm="ES384", headers={"kid": key.kid})
+    answer = requests.post(config["token_endpoint"], data={
+        "grant_type": "client_credentials", "scope": "system/*.rs", "client_assertion": signed,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["expires_in"] <= 300
+    return answer.json()["access_token"]
+
+
+def test_a_client_authenticated_with_a_signed_jwt_reads_and_searches_every_type(server):
+    base, _, client_id = server
+    fhir = SyncFHIRClient(base, authorization=f"Bearer {smart_access_token(base, client_id)}")
+    statement = fhir.execute("metadata", method="get")
+    types = [r["type"] for r in statement["rest"][0]["resource"]]
+    assert set(types) == set(MAPPED_TYPES)
+    for resource_type in types:
+        found = fhir.resources(resource_type).limit(1).fetch()
+        assert found, resource_type
+        again = fhir.reference(resource_type, found[0]["id"]).to_resource()
+        assert again["id"] == found[0]["id"]
 
 
 def test_the_client_reads_the_capability_statement(fhir):
@@ -62,7 +101,7 @@ def test_the_client_reads_the_capability_statement(fhir):
 
 
 def test_the_client_reads_a_patient_by_reference(fhir, server):
-    base, token = server
+    base, token, _ = server
     any_patient = requests.get(f"{base}/Patient/_history?_count=1", headers={"Authorization": f"Bearer {token}"},
                                timeout=10).json()["entry"][0]["resource"]
     patient = fhir.reference("Patient", any_patient["id"]).to_resource()
