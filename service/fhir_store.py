@@ -220,7 +220,8 @@ def flush_pending(db: Session) -> None:
         writes[owner].changed += _map_and_store(db, ctx, collection, row, writes[owner].now)[1]
         queue += [((c, r.id), (r, owner)) for c, r in _dependents(db, collection, row)]
     for write in writes:
-        if write.changed and inspect(write.row).persistent:
+        # a write a rolled-back SAVEPOINT undid: its row is gone, or back at an older version
+        if write.changed and inspect(write.row).persistent and write.row.version == write.meta["version"]:
             prov = provenance.to_fhir(write.collection, write.record, write.meta,
                                       [{"reference": c} for c in dict.fromkeys(write.changed)], ctx)
             # keyed on the record's new version: always a new resource
@@ -235,11 +236,15 @@ def _before_commit(db: Session) -> None:
         flush_pending(db)
 
 
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(db: Session) -> None:
-    db.info.pop("fhir_writes", None)
-    db.info.pop("fhir_dirty", None)
-    db.info.pop("index_pending", None)
+@event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(db: Session, previous_transaction: Any) -> None:
+    # Only the outermost rollback drops the pending work: a rolled-back SAVEPOINT (one bad /import
+    # line or batch entry) must not lose the earlier writes' Provenance and index rows; its own
+    # entries are skipped at flush because their rows are no longer persistent.
+    if previous_transaction.parent is None:
+        db.info.pop("fhir_writes", None)
+        db.info.pop("fhir_dirty", None)
+        db.info.pop("index_pending", None)
 
 
 def _ensure_organization(db: Session, ctx: MappingContext, now: datetime) -> None:

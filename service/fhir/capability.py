@@ -10,11 +10,14 @@ from typing import Any
 
 from mappings.resources import MAPPED_TYPES
 
-__all__ = ["INTERACTIONS", "capability_statement"]
+__all__ = ["INTERACTIONS", "SYSTEM_INTERACTIONS", "capability_statement"]
 
 #: type-level and instance-level interactions every served type supports
 INTERACTIONS = ("read", "vread", "history-instance", "history-type")
 
+
+#: whole-system interactions (R4 http.html#transaction): POST /fhir with a Bundle
+SYSTEM_INTERACTIONS = ("transaction", "batch")
 
 #: types EHRs may write (service/fhir/writes.py): create, update, conditional create/update on identifier
 WRITABLE_TYPES = ("Patient", "Practitioner", "ServiceRequest")
@@ -46,6 +49,8 @@ def capability_statement(base_url: str, software_version: str, search_params: di
     rest: dict[str, Any] = {
         "mode": "server",
         "resource": [_resource(t, search_params.get(t, {})) for t in MAPPED_TYPES],
+        # system interactions: POST [base] with a transaction or batch Bundle (service/fhir/bundles.py)
+        "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
     }
     if token_url:
         from service.fhir.smart import security_component

@@ -282,6 +282,24 @@ def update(resource_type: str, resource_id: str) -> Response:
     return writes.update(get_session(), resource_type, resource_id)
 
 
+@bp.post("/")
+@bp.post("")
+def transaction_or_batch() -> Response:
+    """POST /fhir: a transaction or batch Bundle (R4 http.html#transaction, service/fhir/bundles.py)."""
+    from service.fhir.access import fhir_scopes
+    from service.fhir.bundles import max_bundle_bytes, process_bundle
+
+    scopes = fhir_scopes()
+    if request.mimetype not in writes.FHIR_CONTENT:
+        raise FhirError(415, "not-supported", "send a FHIR JSON Bundle (Content-Type application/fhir+json), "
+                        f"not {request.mimetype or 'nothing'}")
+    request.max_content_length = max_bundle_bytes(current_app.config["SETTINGS"].max_body_bytes)
+    result = process_bundle(get_session(), request.get_data(), base=_base(), scopes=scopes,
+                            prefer=request.headers.get("Prefer", ""))
+    return resource_response(json.dumps(result.body, separators=(",", ":"), ensure_ascii=False), status=result.status,
+                             headers=result.headers)
+
+
 @bp.route("/<resource_type>", methods=["DELETE", "PATCH"])
 @bp.route("/<resource_type>/<resource_id>", methods=["DELETE", "PATCH"])
 def not_allowed(resource_type: str, resource_id: str | None = None) -> Response:

@@ -37,9 +37,10 @@ from service.errors import ServiceError
 from service.fhir.http import resource_response
 from service.fhir.outcomes import FhirError, operation_outcome
 
-__all__ = ["WRITABLE", "create", "update"]
+__all__ = ["FHIR_CONTENT", "WRITABLE", "WriteOutcome", "create", "create_resource", "take_write_lock", "update",
+           "update_resource", "validate_structure"]
 
-_FHIR_CONTENT = {"application/fhir+json", "application/json", "application/json+fhir"}
+FHIR_CONTENT = {"application/fhir+json", "application/json", "application/json+fhir"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ WRITABLE = {
 
 
 def _body(req: Request, resource_type: str) -> dict[str, Any]:
-    if req.mimetype not in _FHIR_CONTENT:
+    if req.mimetype not in FHIR_CONTENT:
         raise FhirError(415, "not-supported", f"send FHIR JSON (Content-Type application/fhir+json), "
                         f"not {req.mimetype or 'nothing'}")
     try:
@@ -76,7 +77,7 @@ def _body(req: Request, resource_type: str) -> dict[str, Any]:
     if not isinstance(body, dict) or body.get("resourceType") != resource_type:
         raise FhirError(400, "invalid", f"the body must be a {resource_type} resource",
                         [f"{resource_type}.resourceType"])
-    _validate_structure(body)
+    validate_structure(body)
     return body
 
 
@@ -84,7 +85,7 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _validate_structure(body: dict[str, Any]) -> None:
+def validate_structure(body: dict[str, Any]) -> None:
     """Inbound FHIR is checked against the R4 structure (fhir.resources R4B models) at runtime."""
     from fhir.resources.R4B import get_fhir_model_class
 
@@ -166,9 +167,23 @@ def _store(db: Session, resource_type: str, resource: dict[str, Any], clinic_id:
     return record_id, result.outcome == "created"
 
 
-def _answer(db: Session, resource_type: str, clinic_id: str, status: int) -> Response:
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What a create or update did: the HTTP status (200 or 201) and the stored resource row."""
+
+    status: int
+    stored: models.FhirResource
+
+
+def _stored(db: Session, resource_type: str, clinic_id: str, status: int) -> WriteOutcome:
     stored = db.get(models.FhirResource, (resource_type, fhir_id(db.info["base_uri"], resource_type,
                                                                     WRITABLE[resource_type].collection, clinic_id)))
+    return WriteOutcome(status, stored)
+
+
+def _answer(outcome: WriteOutcome, resource_type: str) -> Response:
+    """The HTTP answer of a write: 201 with Location, ETag, Last-Modified; ``Prefer: return=``."""
+    stored, status = outcome.stored, outcome.status
     location = f"{request.host_url.rstrip('/')}/fhir/{resource_type}/{stored.id}/_history/{stored.version_id}"
     headers = {"Location": location} if status == 201 else {}
     prefer = request.headers.get("Prefer", "")
@@ -177,8 +192,8 @@ def _answer(db: Session, resource_type: str, clinic_id: str, status: int) -> Res
         response.set_data(b"")
         return response
     if "return=OperationOutcome" in prefer:
-        outcome = operation_outcome("information", "informational", f"{resource_type}/{stored.id} stored")
-        return resource_response(json.dumps(outcome), stored.version_id, stored.last_updated, status, headers)
+        outcome_body = operation_outcome("information", "informational", f"{resource_type}/{stored.id} stored")
+        return resource_response(json.dumps(outcome_body), stored.version_id, stored.last_updated, status, headers)
     return resource_response(stored.content, stored.version_id, stored.last_updated, status, headers)
 
 
@@ -186,18 +201,30 @@ def _commit(db: Session) -> None:
     db.commit()
 
 
-def create(db: Session, resource_type: str) -> Response:
-    """POST /fhir/<type>: create, or with If-None-Exist a conditional create (R4 http.html#ccreate)."""
-    resource = _body(request, resource_type)
-    condition = request.headers.get("If-None-Exist")
-    criteria = _identifier_criteria(condition, "If-None-Exist") if condition else None
-    _lock(db, resource_type, criteria)
+def create_resource(db: Session, resource_type: str, resource: dict[str, Any], if_none_exist: str | None = None,
+                    *, standalone: bool = True) -> WriteOutcome:
+    """create, or with ``if_none_exist`` (``identifier=system|value``) a conditional create
+    (R4 http.html#create, http.html#ccreate): 201 for a new resource, 200 for the one match.
+
+    ``standalone``: the write is its own database transaction, committed here (the HTTP
+    interaction). Inside a Bundle (``standalone=False``) nothing is committed or rolled back:
+    the caller owns the transaction (R4 http.html#transaction), and on SQLite has already taken
+    the write lock.
+
+    :raise FhirError: 400/412 for bad criteria, 412 for several matches, 409/422 for a resource
+        that does not make a valid clinic record
+    """
+    criteria = _identifier_criteria(if_none_exist, "If-None-Exist") if if_none_exist else None
+    _lock(db, resource_type, criteria, standalone)
     if criteria is not None:
         found = _matches(db, resource_type, *criteria)
         if len(found) > 1:
             raise FhirError(412, "multiple-matches", f"If-None-Exist matches {len(found)} {resource_type} resources")
         if found:
-            return _answer(db, resource_type, found[0], 200)
+            return _stored(db, resource_type, found[0], 200)
+    if not standalone:
+        clinic_id, _ = _store(db, resource_type, resource, None, None)
+        return _stored(db, resource_type, clinic_id, 201)
     try:
         clinic_id, _ = _store(db, resource_type, resource, None, None)
         _commit(db)
@@ -206,27 +233,35 @@ def create(db: Session, resource_type: str) -> Response:
         # a concurrent identical conditional create won the race: answer its resource
         found = _matches(db, resource_type, *criteria) if criteria is not None else []
         if len(found) == 1:
-            return _answer(db, resource_type, found[0], 200)
+            return _stored(db, resource_type, found[0], 200)
         if isinstance(exc, FhirError):
             raise
         raise FhirError(409, "conflict", f"a concurrent write conflicted with this {resource_type}") from None
-    return _answer(db, resource_type, clinic_id, 201)
+    return _stored(db, resource_type, clinic_id, 201)
 
 
-def update(db: Session, resource_type: str, resource_id: str | None) -> Response:
-    """PUT /fhir/<type>/<id> (with If-Match) or PUT /fhir/<type>?identifier=... (conditional update)."""
-    resource = _body(request, resource_type)
+def update_resource(db: Session, resource_type: str, resource: dict[str, Any], resource_id: str | None,
+                    criteria_query: str | None = None, if_match: str | None = None,
+                    *, standalone: bool = True) -> WriteOutcome:
+    """update by id (with ``if_match``, http.html#concurrency) or, with ``resource_id`` None, a
+    conditional update on ``criteria_query`` (``identifier=system|value``, http.html#cond-update):
+    200 for an update, 201 when a conditional update creates. ``standalone`` as in
+    :func:`create_resource`.
+
+    :raise FhirError: 400, 405 (update-as-create), 410, 412, 409/422
+    """
     writable = WRITABLE[resource_type]
     if resource_id is None:
-        criteria = _identifier_criteria(request.query_string.decode(), "identifier")
-        _lock(db, resource_type, criteria)
+        criteria = _identifier_criteria(criteria_query or "", "identifier")
+        _lock(db, resource_type, criteria, standalone)
         found = _matches(db, resource_type, *criteria)
         if len(found) > 1:
             raise FhirError(412, "multiple-matches", f"the criteria match {len(found)} {resource_type} resources")
         if not found:
             clinic_id, _ = _store(db, resource_type, resource, None, None)
-            _commit(db)
-            return _answer(db, resource_type, clinic_id, 201)
+            if standalone:
+                _commit(db)
+            return _stored(db, resource_type, clinic_id, 201)
         clinic_id = found[0]
     else:
         if resource.get("id") not in (None, resource_id):
@@ -237,37 +272,62 @@ def update(db: Session, resource_type: str, resource_id: str | None) -> Response
                             "assigns ids: POST to create (update-as-create is not supported)")
         if stored.deleted:
             raise FhirError(410, "deleted", f"{resource_type}/{resource_id} was deleted")
-        _check_if_match(stored)
+        _check_if_match(stored, if_match)
         clinic_id = stored.source_id
     existing = db.get(COLLECTIONS[writable.collection].model, clinic_id)
     _store(db, resource_type, resource, clinic_id, existing.record if existing else None)
-    _commit(db)
-    return _answer(db, resource_type, clinic_id, 200)
+    if standalone:
+        _commit(db)
+    return _stored(db, resource_type, clinic_id, 200)
 
 
-def _check_if_match(stored: models.FhirResource) -> None:
-    wanted = request.headers.get("If-Match")
+def create(db: Session, resource_type: str) -> Response:
+    """POST /fhir/<type>: create, or with If-None-Exist a conditional create (R4 http.html#ccreate)."""
+    resource = _body(request, resource_type)
+    outcome = create_resource(db, resource_type, resource, request.headers.get("If-None-Exist"))
+    return _answer(outcome, resource_type)
+
+
+def update(db: Session, resource_type: str, resource_id: str | None) -> Response:
+    """PUT /fhir/<type>/<id> (with If-Match) or PUT /fhir/<type>?identifier=... (conditional update)."""
+    resource = _body(request, resource_type)
+    query = request.query_string.decode() if resource_id is None else None
+    outcome = update_resource(db, resource_type, resource, resource_id, query, request.headers.get("If-Match"))
+    return _answer(outcome, resource_type)
+
+
+def _check_if_match(stored: models.FhirResource, wanted: str | None) -> None:
     if wanted and wanted.strip() not in (f'W/"{stored.version_id}"', f'"{stored.version_id}"'):
         raise FhirError(412, "conflict", f"If-Match {wanted} is not the current version W/\"{stored.version_id}\"",
                         headers={"ETag": f'W/"{stored.version_id}"'})
 
 
-def _lock(db: Session, resource_type: str, criteria: tuple[str | None, str] | None) -> None:
+def _lock(db: Session, resource_type: str, criteria: tuple[str | None, str] | None, standalone: bool = True) -> None:
     """Serialise racing conditional writes, so the second waits for the first and then finds it.
 
     PostgreSQL: a transaction-scoped advisory lock on the identifier. SQLite: take the database's
     write lock before searching (a reader that upgrades to a writer after another commit fails at
-    once instead of waiting), by starting afresh with a write statement.
+    once instead of waiting), by starting afresh with a write statement; a Bundle takes it once,
+    before its first entry (:func:`take_write_lock`), so entries of a Bundle skip it.
     """
     if criteria is None:
         return
     if db.get_bind().dialect.name == "sqlite":
+        if not standalone:
+            return
         db.rollback()  # nothing written yet; drop the read snapshot the auth check took
         db.execute(text("UPDATE fhir_resources SET version_id = version_id WHERE 0 = 1"))
         return
     key = int.from_bytes(hashlib.sha256(f"{resource_type}|{criteria[0]}|{criteria[1]}".encode()).digest()[:8],
                          "big", signed=True)
     db.execute(select(_advisory_lock(key)))
+
+
+def take_write_lock(db: Session) -> None:
+    """SQLite: start a fresh transaction holding the write lock (see :func:`_lock`); no-op elsewhere."""
+    if db.get_bind().dialect.name == "sqlite":
+        db.rollback()
+        db.execute(text("UPDATE fhir_resources SET version_id = version_id WHERE 0 = 1"))
 
 
 def _advisory_lock(key: int) -> Any:

@@ -92,3 +92,22 @@ def test_the_service_stores_what_the_dry_run_maps_and_the_validator_accepts_it(a
             served["meta"] = meta
         assert served == resource, key
     assert validate_with_peer(stored.values(), tmp_path) == []
+
+
+def test_a_line_rolled_back_in_its_savepoint_keeps_the_earlier_lines_provenance_and_index(api, db):
+    from tests.factories import NURSE, PSYCHIATRIST
+
+    lines = [json.dumps({"type": "practitioners", "record": PSYCHIATRIST}),
+             json.dumps({"type": "practitioners", "record": NURSE}),
+             json.dumps({"type": "patients", "record": PATIENT}),
+             # the MRN clash is found inside the line's SAVEPOINT, which is rolled back
+             json.dumps({"type": "patients", "record": make(PATIENT, id="pt-2")})]
+    report = api.import_ndjson("\n".join(lines)).get_json()
+    assert report["accepted"] == 3 and report["errors"][0]["status"] == 409
+    db.rollback()
+    provenance = db.scalars(select(FhirResource).where(FhirResource.resource_type == "Provenance")).all()
+    assert len(provenance) == 3
+    from service.models import FhirSearchIndex
+
+    assert db.scalar(select(FhirSearchIndex.resource_id).where(FhirSearchIndex.resource_type == "Patient")
+                     .limit(1)) is not None

@@ -204,8 +204,9 @@ def flush_index(db: Session) -> None:
     pending: dict[tuple[str, str], dict[str, Any]] = db.info.pop("index_pending", {})
     rows: list[dict[str, Any]] = []
     for (rtype, rid), entry in pending.items():
-        if not inspect(entry["owner"]).persistent:
-            continue
+        owner = entry["owner"]
+        if not inspect(owner).persistent or owner.version_id != entry["version"]:
+            continue  # undone by a rolled-back SAVEPOINT (the row is gone or back at an older version)
         if entry["first_version"] > 1 or entry["deleted"]:
             prune = entry["deleted"] or entry["version"] % _PRUNE_EVERY == 0
             _close(db, rtype, rid, entry["last_updated"], prune=prune)
