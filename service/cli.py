@@ -170,13 +170,15 @@ def import_file(file) -> None:
     Prints the report as JSON; exits 1 when any line was rejected.
     """
     from service.clinic.importer import import_lines
-    from service.db import migrate
+    from service.db import ANALYZE_AFTER_LINES, analyze, migrate
 
     settings = _settings()
     migrate(settings)
     with _session(settings) as db:
         report = import_lines(db, file)
         db.commit()
+        if report["created"] + report["updated"] >= ANALYZE_AFTER_LINES:
+            analyze(db)
     click.echo(json.dumps(report, indent=2))
     if report["rejected"]:
         sys.exit(1)

@@ -12,7 +12,7 @@ from service.clinic.collections import COLLECTIONS, Collection
 from service.clinic.fields import ID_PATTERN, AwareDateTime, FullMatch
 from service.clinic.importer import import_lines, parse_json
 from service.clinic.store import get_record, list_records, put_record, to_response
-from service.db import get_session
+from service.db import ANALYZE_AFTER_LINES, analyze, get_session
 from service.errors import BadRequest, NotFound, UnprocessableEntity, flatten_errors
 from service.fhir_store import links_of
 
@@ -166,6 +166,8 @@ def import_ndjson() -> Response:
     db = get_session()
     report = import_lines(db, request.get_data().splitlines())
     db.commit()
+    if report["created"] + report["updated"] >= ANALYZE_AFTER_LINES:
+        analyze(db)
     response = jsonify(report)
     response.status_code = 200
     return response
