@@ -41,18 +41,27 @@ class _Memory:
     def __init__(self) -> None:
         self.records: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in COLLECTIONS}
         self.order: list[tuple[str, str]] = []
+        #: (collection, parent id) -> ids of its records, so children() does not scan a whole clinic
+        self._by_parent: dict[tuple[str, str], set[str]] = {}
 
     def lookup(self, collection: str, record_id: str) -> dict[str, Any] | None:
         return self.records[collection].get(record_id)
 
     def children(self, parent_id: str, collection: str) -> list[dict[str, Any]]:
-        parent_key, time_key = _CHILD_KEYS[collection]
-        found = [r for r in self.records[collection].values() if r.get(parent_key) == parent_id]
+        _, time_key = _CHILD_KEYS[collection]
+        found = [self.records[collection][i] for i in self._by_parent.get((collection, parent_id), ())]
         return sorted(found, key=lambda r: (r[time_key], r["id"]))
 
     def add(self, collection: str, record: dict[str, Any]) -> None:
-        if record["id"] not in self.records[collection]:
+        previous = self.records[collection].get(record["id"])
+        if previous is None:
             self.order.append((collection, record["id"]))
+        if collection in _CHILD_KEYS:
+            parent_key = _CHILD_KEYS[collection][0]
+            if previous is not None and previous.get(parent_key):
+                self._by_parent[(collection, previous[parent_key])].discard(record["id"])
+            if record.get(parent_key):
+                self._by_parent.setdefault((collection, record[parent_key]), set()).add(record["id"])
         self.records[collection][record["id"]] = record
 
 
