@@ -7,10 +7,11 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["transaction_bundle"]
+__all__ = ["business_identifier_of", "conditional_url", "transaction_bundle"]
 
 
-def _business_identifier(resource: dict[str, Any]) -> dict[str, str] | None:
+def business_identifier_of(resource: dict[str, Any]) -> dict[str, str] | None:
+    """The resource's business identifier (``use: usual``): what conditional writes match on."""
     found = resource.get("identifier", [])
     for ident in [found] if isinstance(found, dict) else found:  # AdverseEvent.identifier is 0..1
         if ident.get("use") == "usual" and ident.get("system") and ident.get("value"):
@@ -20,11 +21,19 @@ def _business_identifier(resource: dict[str, Any]) -> dict[str, str] | None:
 
 def _request(resource: dict[str, Any]) -> tuple[str, bool]:
     """The entry's PUT url, and whether the server assigns the id (a conditional update)."""
-    ident = _business_identifier(resource)
-    if ident is None:  # sent by its own (deterministic) id: a re-send updates it
+    url = conditional_url(resource)
+    if url is None:  # sent by its own (deterministic) id: a re-send updates it
         return f"{resource['resourceType']}/{resource['id']}", False
+    return url, True
+
+
+def conditional_url(resource: dict[str, Any]) -> str | None:
+    """``Type?identifier=system|value`` on the business identifier; None for Provenance."""
+    ident = business_identifier_of(resource)
+    if ident is None:
+        return None
     query = f"{quote(ident['system'], safe=':/')}|{quote(ident['value'], safe='')}"
-    return f"{resource['resourceType']}?identifier={query}", True
+    return f"{resource['resourceType']}?identifier={query}"
 
 
 def _rewrite(value: Any, ids: set[str]) -> Any:

@@ -122,6 +122,7 @@ def _store(db: Session, resource: dict[str, Any], current: models.FhirResource |
                                       last_updated=now, content=served, deleted=False))
     from service.fhir.search.index import queue_index  # late: the service.fhir package imports the blueprint
     queue_index(db, resource, False, version_id=version, last_updated=now, owner=current)
+    db.info.setdefault("sync_pending", {})[(current.resource_type, current.id)] = current
     return True
 
 
@@ -146,6 +147,7 @@ def _retire(db: Session, existing: Iterable[models.FhirResource], keep: set[tupl
         from service.fhir.search.index import queue_index  # late, as in _store
         queue_index(db, {"resourceType": res.resource_type, "id": res.id}, True, version_id=res.version_id,
                     last_updated=now, owner=res)
+        db.info.setdefault("sync_pending", {})[(res.resource_type, res.id)] = res
         retired.append(f"{res.resource_type}/{res.id}")
     return retired
 
@@ -208,6 +210,7 @@ def flush_pending(db: Session) -> None:
     dirty: dict[tuple[str, str], tuple[models.ClinicRecord, int]] = db.info.pop("fhir_dirty", {})
     if not writes:
         flush_index(db)
+        _flush_outbox(db)
         return
     ctx = context(db, memo=True)
     done: set[tuple[str, str]] = set()
@@ -228,6 +231,16 @@ def flush_pending(db: Session) -> None:
             _store(db, prov, None, (write.collection, write.record["id"]), write.patient_id, write.now)
     db.flush()
     flush_index(db)  # last: every version this transaction stored is known now
+    _flush_outbox(db)
+
+
+def _flush_outbox(db: Session) -> None:
+    """Queue this transaction's stored versions for the destinations (service/sync/outbox.py)."""
+    from service.sync.outbox import enqueue
+
+    pending: dict[tuple[str, str], models.FhirResource] = db.info.pop("sync_pending", {})
+    if pending:
+        enqueue(db, pending.values(), max(r.last_updated for r in pending.values()))
 
 
 @event.listens_for(Session, "before_commit")
@@ -245,6 +258,7 @@ def _after_rollback(db: Session, previous_transaction: Any) -> None:
         db.info.pop("fhir_writes", None)
         db.info.pop("fhir_dirty", None)
         db.info.pop("index_pending", None)
+        db.info.pop("sync_pending", None)
 
 
 def _ensure_organization(db: Session, ctx: MappingContext, now: datetime) -> None:

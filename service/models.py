@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -312,3 +313,127 @@ Index("ix_fhir_search_index_reference", FhirSearchIndex.param, FhirSearchIndex.r
 Index("ix_fhir_search_index_string", FhirSearchIndex.resource_type, FhirSearchIndex.param,
       FhirSearchIndex.string_norm)
 __all__ += ["FhirSearchIndex"]
+
+
+# --- Sync to external EHRs (issue 5) ---
+
+BIGID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
+
+
+class Destination(Base):
+    """An external FHIR server the clinic's data is pushed to (and referrals pulled from).
+
+    ``auth_config`` holds secrets (bearer token, SMART private key) and is never returned by the
+    API. The circuit and throttle columns are shared state of every worker delivering to it.
+    """
+
+    __tablename__ = "sync_destinations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    base_url: Mapped[str] = mapped_column(String(1024), nullable=False)
+    auth_kind: Mapped[str] = mapped_column(String(16), nullable=False, default="none")
+    auth_config: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    #: resource types sent; see service/sync/destinations.py DEFAULT_TYPES
+    resource_types: Mapped[list] = mapped_column(JSON, nullable=False)
+    #: which patients: {"kind": "all"} | {"kind": "referred-by", "practitioner_id"} | {"kind": "identifier-system", "system"}
+    patients: Mapped[dict] = mapped_column(JSON, nullable=False)
+    mode: Mapped[str] = mapped_column(String(16), nullable=False, default="transaction")
+    max_bundle_entries: Mapped[int] = mapped_column(Integer, nullable=False, default=8)
+    rate_limit: Mapped[float | None] = mapped_column(Float)
+    connect_timeout: Mapped[float] = mapped_column(Float, nullable=False, default=5.0)
+    read_timeout: Mapped[float] = mapped_column(Float, nullable=False, default=30.0)
+    retry: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    pull: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: {"Patient": "<_lastUpdated of the newest pulled>", ...}
+    pull_watermarks: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    circuit_state: Mapped[str] = mapped_column(String(16), nullable=False, default="closed")
+    circuit_failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    circuit_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: a 429's Retry-After pauses the whole destination until then
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(1000))
+    last_pull_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_pull_error: Mapped[str | None] = mapped_column(String(1000))
+
+
+class OutboxMessage(Base):
+    """One resource version to deliver to one destination (the transactional outbox).
+
+    ``lane`` orders delivery: rows of one lane (one patient, or ``shared`` for the clinic and its
+    practitioners) go out in id order, one worker at a time. ``status``: pending, in-flight (a
+    worker holds it until ``lease_until``), delivered, dead (a dead letter), superseded (a later
+    row of the same resource was delivered instead).
+    """
+
+    __tablename__ = "sync_outbox"
+    id: Mapped[int] = mapped_column(BIGID, primary_key=True, autoincrement=True)
+    destination_id: Mapped[str] = mapped_column(String(64), ForeignKey("sync_destinations.id", ondelete="CASCADE"),
+                                                nullable=False)
+    lane: Mapped[str] = mapped_column(String(80), nullable=False)
+    resource_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    resource_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    version_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    deferrals: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(1000))
+    #: the destination's OperationOutcome of a dead letter
+    outcome: Mapped[dict | None] = mapped_column(JSON)
+
+
+Index("ix_sync_outbox_lane", OutboxMessage.destination_id, OutboxMessage.lane, OutboxMessage.status,
+      OutboxMessage.id)
+Index("ix_sync_outbox_due", OutboxMessage.destination_id, OutboxMessage.status, OutboxMessage.next_attempt_at)
+Index("ix_sync_outbox_resource", OutboxMessage.destination_id, OutboxMessage.resource_type, OutboxMessage.resource_id)
+
+
+class RemoteResource(Base):
+    """What a destination holds of one of our resources: its id there and the content it acknowledged."""
+
+    __tablename__ = "sync_remote"
+    destination_id: Mapped[str] = mapped_column(String(64), ForeignKey("sync_destinations.id", ondelete="CASCADE"),
+                                                primary_key=True)
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    remote_id: Mapped[str | None] = mapped_column(String(64))
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    version_id: Mapped[int | None] = mapped_column(Integer)
+    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+Index("ix_sync_remote_remote_id", RemoteResource.destination_id, RemoteResource.resource_type,
+      RemoteResource.remote_id)
+
+
+class DeliveryAttempt(Base):
+    """One delivery attempt of one outbox message: the attempt log. No PHI: ids, codes, statuses."""
+
+    __tablename__ = "sync_attempts"
+    id: Mapped[int] = mapped_column(BIGID, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(BIGID, ForeignKey("sync_outbox.id", ondelete="CASCADE"), nullable=False,
+                                            index=True)
+    destination_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    worker: Mapped[str] = mapped_column(String(128), nullable=False)
+    request: Mapped[str] = mapped_column(String(64), nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    result: Mapped[str] = mapped_column(String(16), nullable=False)
+    error: Mapped[str | None] = mapped_column(String(500))
+    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+Index("ix_sync_attempts_destination", DeliveryAttempt.destination_id, DeliveryAttempt.at)
+__all__ += ["DeliveryAttempt", "Destination", "OutboxMessage", "RemoteResource"]

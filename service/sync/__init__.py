@@ -1,0 +1,1 @@
+"""Sync to external EHRs: outbox, delivery engine, workers, inbound pull."""
