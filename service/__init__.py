@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     errors.init_app(app)
 
     from service import health
+    from service.admin.views import bp as admin_bp
     from service.clinic.openapi import build_spec
     from service.clinic.views import bp as clinic_bp
     from service.fhir import views as fhir_views
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.register_blueprint(clinic_bp)
     app.register_blueprint(fhir_views.bp)
     app.register_blueprint(smart_bp)
+    app.register_blueprint(admin_bp)
     fhir_views.register_errors(app)
     spec = build_spec()
     app.add_url_rule("/api/v1/openapi.json", "openapi", lambda: jsonify(spec))

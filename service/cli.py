@@ -232,3 +232,311 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+# --- sync destinations: the CLI face of the /admin API (service/admin, service/sync/status.py) ---
+
+#: the option each of a destination's fields comes from, to point field errors at it
+_OPTION_OF = {"name": "--name", "url": "--url", "mode": "--mode", "auth.kind": "--auth", "auth.token": "--token",
+              "auth.client_id": "--client-id", "auth.token_url": "--token-url", "auth.kid": "--kid",
+              "auth.private_key": "--private-key-file", "auth.scopes": "--scopes", "auth": "--auth",
+              "resource_types": "--types", "patients": "--patients", "max_bundle_entries": "--max-entries",
+              "rate_limit": "--rate-limit"}
+
+
+def _destination_options(command):
+    """The settings ``destination add`` and ``destination update`` share."""
+    options = [
+        click.option("--mode", type=click.Choice(["transaction", "batch", "individual"]),
+                     help="How resources go out: transaction or batch Bundles, or one request each."),
+        click.option("--auth", "auth_kind", type=click.Choice(["none", "bearer", "smart"]),
+                     help="How to authenticate (default: bearer with --token, smart with --client-id, else none)."),
+        click.option("--token", help="Bearer token (--auth bearer)."),
+        click.option("--client-id", help="SMART Backend Services client_id (--auth smart)."),
+        click.option("--token-url", help="The destination's OAuth token endpoint (--auth smart)."),
+        click.option("--private-key-file", type=click.File("r"),
+                     help="PEM private key signing the SMART client assertion: RSA (RS384) or EC P-384 (ES384)."),
+        click.option("--kid", help="The key's id in the JWKS registered at the destination (--auth smart)."),
+        click.option("--scopes", help="SMART scopes to ask for, e.g. 'system/*.cruds' (--auth smart)."),
+        click.option("--types", help="Comma-separated FHIR resource types to send, e.g. Patient,Observation."),
+        click.option("--patients", help="all, referred-by:<practitioner id> or identifier-system:<system>."),
+        click.option("--max-entries", type=int, help="Most entries per Bundle."),
+        click.option("--rate-limit", type=float, help="Most requests per second."),
+        click.option("--pull/--no-pull", default=None, help="Also pull referrals from the destination."),
+        click.option("--enabled/--disabled", default=None, help="Whether the destination receives anything."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _patients_option(value: str) -> dict[str, str]:
+    kind, _, arg = value.partition(":")
+    field = {"referred-by": "practitioner_id", "identifier-system": "system"}.get(kind)
+    return {"kind": kind, field: arg} if field and arg else {"kind": kind}
+
+
+def _auth_option(options: dict) -> dict | None:
+    given = {k: options[k] for k in ("token", "client_id", "token_url", "kid", "scopes") if options.get(k) is not None}
+    if options.get("private_key_file") is not None:
+        given["private_key"] = options["private_key_file"].read()
+    kind = options.get("auth_kind") or ("smart" if set(given) - {"token"} else "bearer" if given else None)
+    return None if kind is None else {"kind": kind, **given}
+
+
+def _destination_data(options: dict) -> dict:
+    """The API body the options describe; an option not given is left out (update changes only those)."""
+    renamed = {"name": "name", "url": "url", "mode": "mode", "max_entries": "max_bundle_entries",
+               "rate_limit": "rate_limit", "pull": "pull", "enabled": "enabled"}
+    data = {field: options[opt] for opt, field in renamed.items() if options.get(opt) is not None}
+    if options.get("types") is not None:
+        data["resource_types"] = [t.strip() for t in options["types"].split(",") if t.strip()]
+    if options.get("patients") is not None:
+        data["patients"] = _patients_option(options["patients"])
+    auth = _auth_option(options)
+    if auth is not None:
+        data["auth"] = auth
+    return data
+
+
+def _save_destination(db, dest, options: dict):
+    """Create or update through the code the API uses; field errors are printed one a line, exit 2."""
+    from datetime import UTC, datetime
+
+    from marshmallow import ValidationError
+
+    from service.admin import save_destination
+    from service.errors import flatten_errors
+
+    try:
+        return save_destination(db, dest, _destination_data(options), datetime.now(UTC))
+    except ValidationError as exc:
+        for path, messages in flatten_errors(exc.messages).items():
+            where = next((opt for key, opt in _OPTION_OF.items() if path == key or path.startswith(key + ".")), path)
+            click.echo(f"{where}: {' '.join(messages)}", err=True)
+        sys.exit(2)
+
+
+def _find_destination(db, key: str):
+    from service.sync.destinations import get
+
+    dest = get(db, key)
+    if dest is None:
+        raise click.ClickException(f"no destination {key!r}")
+    return dest
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def _table(headers: list[str], rows: list[list]) -> None:
+    """Columns padded to their widest cell; the last one (often long) is not padded."""
+    cells = [headers, *[["-" if v is None else str(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)) + "  " + row[-1])
+
+
+def _when(iso: str | None) -> str | None:
+    """An ISO 8601 UTC time, to the second, for tables."""
+    from datetime import UTC, datetime
+
+    return None if iso is None else datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _age(seconds: int | None) -> str | None:
+    if seconds is None:
+        return None
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}{seconds % size // sub_size:02d}{sub}"
+    return f"{seconds}s"
+
+
+@main.group()
+def destination() -> None:
+    """Add, list, show, change and remove sync destinations (external FHIR servers)."""
+
+
+@destination.command("add")
+@click.option("--name", required=True, help="A unique name: letters, digits, '.', '_' or '-'.")
+@click.option("--url", required=True, help="The destination's FHIR base URL.")
+@_destination_options
+def destination_add(**options) -> None:
+    """Add a destination and queue the clinic's current data for it (the initial load)."""
+    from service.db import migrate
+
+    settings = _settings()
+    migrate(settings)
+    with _session(settings) as db:
+        dest, queued = _save_destination(db, None, options)
+        click.echo(f"added destination {dest.name} (id {dest.id}): {queued} resource(s) queued")
+
+
+@destination.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print what GET /admin/destinations answers.")
+def destination_list(as_json: bool) -> None:
+    """List destinations: name, id, URL, mode, auth, enabled, circuit."""
+    views = _destination_views()
+    if as_json:
+        _echo_json({"destinations": views})
+        return
+    _table(["NAME", "ID", "MODE", "AUTH", "ENABLED", "CIRCUIT", "URL"],
+           [[v["name"], v["id"], v["mode"], v["auth"]["kind"], v["enabled"], v["circuit"], v["url"]] for v in views])
+
+
+def _destination_views() -> list[dict]:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from service.models import Destination
+    from service.sync.status import describe
+
+    now = datetime.now(UTC)
+    with _session(_settings()) as db:
+        return [describe(db, d, now) for d in db.scalars(select(Destination).order_by(Destination.name))]
+
+
+@destination.command("show")
+@click.argument("key", metavar="NAME_OR_ID")
+@click.option("--json", "as_json", is_flag=True, help="Print what GET /admin/destinations/<id> answers.")
+def destination_show(key: str, as_json: bool) -> None:
+    """Show a destination's settings (never its secrets) and status."""
+    from datetime import UTC, datetime
+
+    from service.sync.status import describe
+
+    with _session(_settings()) as db:
+        view = describe(db, _find_destination(db, key), datetime.now(UTC))
+    if as_json:
+        _echo_json(view)
+        return
+    for path, value in _flat(view):
+        click.echo(f"{path}: {'-' if value is None else value}")
+
+
+def _flat(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", ", ".join(map(str, value)) if isinstance(value, list) else value
+
+
+@destination.command("update")
+@click.argument("key", metavar="NAME_OR_ID")
+@click.option("--name", help="A new name.")
+@click.option("--url", help="A new FHIR base URL.")
+@_destination_options
+def destination_update(key: str, **options) -> None:
+    """Change the settings given; a wider selection (--types, --patients) queues what it adds."""
+    with _session(_settings()) as db:
+        dest, queued = _save_destination(db, _find_destination(db, key), options)
+        click.echo(f"updated destination {dest.name}: {queued} resource(s) queued")
+
+
+@destination.command("remove")
+@click.argument("key", metavar="NAME_OR_ID")
+def destination_remove(key: str) -> None:
+    """Remove a destination with its queue, attempt log and what it is known to hold."""
+    from service.admin import remove_destination
+
+    with _session(_settings()) as db:
+        dest = _find_destination(db, key)
+        name = dest.name
+        remove_destination(db, dest)
+    click.echo(f"removed destination {name}")
+
+
+@main.group()
+def sync() -> None:
+    """Sync status, dead letters and the delivery attempt log."""
+
+
+@sync.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print what GET /admin/destinations answers.")
+def sync_status(as_json: bool) -> None:
+    """One line per destination: queue depth, how far behind it is, and its health."""
+    views = _destination_views()
+    if as_json:
+        _echo_json({"destinations": views})
+        return
+    headers = ["NAME", "ENABLED", "CIRCUIT", "PENDING", "IN FLIGHT", "DELIVERED", "DEAD LETTERS", "OLDEST PENDING",
+               "LAST SUCCESS", "LAST ERROR"]
+    rows = []
+    for v in views:
+        s = v["status"]
+        error = f"{_when(s['last_error_at'])} {s['last_error'] or ''}".strip() if s["last_error_at"] else None
+        rows.append([v["name"], v["enabled"], s["circuit"], s["pending"], s["in_flight"], s["delivered"],
+                     s["dead_letters"], _age(s["oldest_pending_age_seconds"]), _when(s["last_success_at"]), error])
+    _table(headers, rows)
+
+
+@sync.command("dead-letters")
+@click.argument("key", metavar="NAME_OR_ID")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print the dead letters as the API lists them.")
+def sync_dead_letters(key: str, limit: int, as_json: bool) -> None:
+    """A destination's dead letters, oldest first: what it refused and why."""
+    from service.sync.status import dead_letters
+
+    with _session(_settings()) as db:
+        rows = dead_letters(db, _find_destination(db, key).id, limit)
+    if as_json:
+        _echo_json({"dead_letters": rows})
+        return
+    _table(["ID", "RESOURCE", "VERSION", "ATTEMPTS", "STATUS", "CREATED", "ERROR"],
+           [[r["id"], f"{r['resource_type']}/{r['resource_id']}", r["version_id"], r["attempts"], r["last_status"],
+             _when(r["created_at"]), r["last_error"]] for r in rows])
+
+
+@sync.command("replay")
+@click.argument("key", metavar="NAME_OR_ID")
+@click.option("--id", "ids", multiple=True, type=click.IntRange(1), help="A dead letter's id (repeatable).")
+@click.option("--all", "replay_all", is_flag=True, help="Every dead letter of the destination.")
+def sync_replay(key: str, ids: tuple[int, ...], replay_all: bool) -> None:
+    """Send dead letters again (after fixing what the destination refused)."""
+    from datetime import UTC, datetime
+
+    from service.sync.outbox import replay
+
+    if bool(ids) == replay_all:
+        raise click.UsageError("give either --id (one or more) or --all")
+    with _session(_settings()) as db:
+        dest = _find_destination(db, key)
+        replayed = replay(db, dest.id, None if replay_all else list(ids), datetime.now(UTC))
+        db.commit()
+    click.echo(f"replayed {replayed} dead letter(s)")
+
+
+@sync.command("attempts")
+@click.argument("key", metavar="NAME_OR_ID")
+@click.option("--message", "message_id", type=click.IntRange(1), help="Only this outbox message's attempts.")
+@click.option("--result", type=click.Choice(["delivered", "unchanged", "retry", "dead", "deferred", "split"]),
+              help="Only attempts with this result.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print the attempts as the API lists them.")
+def sync_attempts(key: str, message_id: int | None, result: str | None, limit: int, as_json: bool) -> None:
+    """A destination's delivery attempts, newest first."""
+    from service.sync.status import attempts
+
+    with _session(_settings()) as db:
+        rows = attempts(db, _find_destination(db, key).id, message_id=message_id, result=result, limit=limit)
+    if as_json:
+        _echo_json({"attempts": rows})
+        return
+    _table(["ID", "AT", "MESSAGE", "RESOURCE", "REQUEST", "STATUS", "RESULT", "MS", "ERROR"],
+           [[r["id"], _when(r["at"]), r["message_id"], f"{r['resource_type']}/{r['resource_id']}", r["request"],
+             r["status_code"], r["result"], r["duration_ms"], r["error"]] for r in rows])
+
+
+def _register_worker_commands() -> None:
+    from service.sync.commands import beat, worker
+
+    main.add_command(worker)
+    main.add_command(beat)
+
+
+_register_worker_commands()

@@ -19,6 +19,19 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration of one service instance."""
@@ -32,6 +45,15 @@ class Settings:
     page_size: int = 50
     max_page_size: int = 500
     log_level: str = "INFO"
+    #: sync workers: "embedded" (a thread in each `serve` process), "off" (separate `worker` processes)
+    worker: str = "embedded"
+    #: Celery broker (redis://... or amqp://...); empty: no Celery, workers poll the database
+    broker_url: str = ""
+    sync_queue: str = "ketamine-fhir"
+    sync_poll_seconds: float = 1.0
+    sync_sweep_seconds: float = 300.0
+    sync_pull_seconds: float = 300.0
+    sync_lease_seconds: float = 60.0
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -50,7 +72,21 @@ class Settings:
             page_size=_int(env, "KETAMINE_FHIR_PAGE_SIZE", cls.page_size),
             max_page_size=_int(env, "KETAMINE_FHIR_MAX_PAGE_SIZE", cls.max_page_size),
             log_level=env.get("KETAMINE_FHIR_LOG_LEVEL", "INFO").upper(),
+            worker=_choice(env, "KETAMINE_FHIR_WORKER", ("embedded", "off"), cls.worker),
+            broker_url=env.get("KETAMINE_FHIR_BROKER_URL", ""),
+            sync_queue=env.get("KETAMINE_FHIR_SYNC_QUEUE") or cls.sync_queue,
+            sync_poll_seconds=_float(env, "KETAMINE_FHIR_SYNC_POLL_SECONDS", cls.sync_poll_seconds),
+            sync_sweep_seconds=_float(env, "KETAMINE_FHIR_SYNC_SWEEP_SECONDS", cls.sync_sweep_seconds),
+            sync_pull_seconds=_float(env, "KETAMINE_FHIR_SYNC_PULL_SECONDS", cls.sync_pull_seconds),
+            sync_lease_seconds=_float(env, "KETAMINE_FHIR_SYNC_LEASE_SECONDS", cls.sync_lease_seconds),
         )
+
+
+def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = (env.get(name) or default).lower()
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def normalise_database_url(url: str) -> str:

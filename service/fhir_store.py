@@ -23,6 +23,7 @@ from mappings.context import MappingContext
 from mappings.resources import clinic_organization, resources_for
 from service import models
 from service.clinic.collections import COLLECTIONS
+from service.sync import notify  # noqa: F401  (registers the after-commit wake-up)
 
 __all__ = ["context", "flush_pending", "links_of", "on_write"]
 
@@ -259,6 +260,7 @@ def _after_rollback(db: Session, previous_transaction: Any) -> None:
         db.info.pop("fhir_dirty", None)
         db.info.pop("index_pending", None)
         db.info.pop("sync_pending", None)
+        db.info.pop("sync_notify", None)
 
 
 def _ensure_organization(db: Session, ctx: MappingContext, now: datetime) -> None:

@@ -335,7 +335,8 @@ class Destination(Base):
     auth_config: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     #: resource types sent; see service/sync/destinations.py DEFAULT_TYPES
     resource_types: Mapped[list] = mapped_column(JSON, nullable=False)
-    #: which patients: {"kind": "all"} | {"kind": "referred-by", "practitioner_id"} | {"kind": "identifier-system", "system"}
+    #: which patients: {"kind": "all"}, {"kind": "referred-by", "practitioner_id": ...} or
+    #: {"kind": "identifier-system", "system": ...}
     patients: Mapped[dict] = mapped_column(JSON, nullable=False)
     mode: Mapped[str] = mapped_column(String(16), nullable=False, default="transaction")
     max_bundle_entries: Mapped[int] = mapped_column(Integer, nullable=False, default=8)

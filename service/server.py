@@ -24,7 +24,12 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        return create_app(self.settings)
+        # runs in each gunicorn worker process (no preload): the embedded sync worker starts there
+        from service.sync.worker import start_embedded
+
+        app = create_app(self.settings)
+        start_embedded(app.extensions["db_sessionmaker"], self.settings)
+        return app
 
 
 def run(settings: Settings, host: str, port: int, workers: int, threads: int) -> None:

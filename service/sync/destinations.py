@@ -53,6 +53,8 @@ class AuthSchema(Schema):
     @validates_schema
     def _complete(self, data: Mapping[str, Any], **_: Any) -> None:
         needed = {"none": (), "bearer": ("token",), "smart": ("client_id", "token_url", "private_key", "kid")}
+        if "kind" not in data:  # a partial load (PATCH): the kind is required by the field itself
+            return
         missing = [f for f in needed[data["kind"]] if f not in data]
         if missing:
             raise ValidationError({f: [f"required for {data['kind']} auth"] for f in missing})
@@ -83,7 +85,7 @@ class PatientsSchema(Schema):
 
     @validates_schema
     def _complete(self, data: Mapping[str, Any], **_: Any) -> None:
-        field = {"referred-by": "practitioner_id", "identifier-system": "system"}.get(data["kind"])
+        field = {"referred-by": "practitioner_id", "identifier-system": "system"}.get(data.get("kind", ""))
         if field and field not in data:
             raise ValidationError({field: [f"required when kind is {data['kind']}"]})
 
@@ -95,7 +97,7 @@ class DestinationSchema(Schema):
         unknown = RAISE
 
     name = fields.String(required=True)
-    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=1024))
     auth = fields.Nested(AuthSchema, load_default=lambda: {"kind": "none"})
     resource_types = fields.List(fields.String(validate=validate.OneOf(SYNCABLE_TYPES)),
                                  validate=validate.Length(min=1), load_default=lambda: list(DEFAULT_TYPES))

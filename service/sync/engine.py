@@ -350,6 +350,7 @@ class Delivery:
         now = self.clock()
         policy = destinations.policy(dest)
         attempts: list[dict[str, Any]] = []
+        done: dict[tuple[int | None, bool], list[_Msg]] = {}  # delivered, in one UPDATE per answer status
         for item, res in zip(chunk, results, strict=True):
             msgs = self._msgs_of(item)
             if res.result == "retry":
@@ -362,8 +363,7 @@ class Delivery:
                     self._update(db, msgs, status="pending", attempts=tries, next_attempt_at=now + timedelta(
                         seconds=wait), last_status=res.status, last_error=res.error)
             if res.result in ("delivered", "unchanged"):
-                self._update(db, msgs, status="delivered", delivered_at=now, last_status=res.status, last_error=None,
-                             attempts=max(m.attempts for m in msgs) + (res.result == "delivered"))
+                done.setdefault((res.status, res.result == "delivered"), []).extend(msgs)
                 self._remember(db, dest, item, res, now)
             elif res.result == "dead":
                 self._update(db, msgs, status="dead", last_status=res.status, last_error=res.error,
@@ -371,6 +371,9 @@ class Delivery:
             self.stats.add(res.result, len(msgs))
             if request != "none":
                 attempts += [_attempt(m.id, dest.id, now, self.worker, request, res, self._last_ms) for m in msgs]
+        for (status, sent), msgs in done.items():
+            self._update(db, msgs, status="delivered", delivered_at=now, last_status=status, last_error=None,
+                         attempts=models.OutboxMessage.attempts + int(sent))
         if attempts:
             db.execute(insert(models.DeliveryAttempt), attempts)
         if request != "none":
@@ -393,11 +396,12 @@ class Delivery:
                    .values(**values).execution_options(synchronize_session=False))
 
     def _remember(self, db: Session, dest: models.Destination, item: Item, res: Result, now: datetime) -> None:
-        row = db.get(models.RemoteResource, (dest.id, item.resource_type, item.resource_id))
+        row = self._remote_rows.get(item.key)  # loaded with the lane; a resource is in one lane only
         if row is None:
             row = models.RemoteResource(destination_id=dest.id, resource_type=item.resource_type,
                                         resource_id=item.resource_id)
             db.add(row)
+            self._remote_rows[item.key] = row
         row.remote_id = res.remote_id or item.remote_id or row.remote_id
         row.content_hash, row.version_id, row.deleted, row.updated_at = (item.content_hash, item.version_id,
                                                                          item.deleted, now)

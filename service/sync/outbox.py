@@ -23,7 +23,8 @@ from mappings.datatypes import fhir_id
 from service import models
 from service.sync import destinations
 
-__all__ = ["ACTIVE", "Claimed", "claim", "enqueue", "lane_of", "release", "replay", "sweep"]
+__all__ = ["ACTIVE", "Claimed", "active_total", "claim", "counts", "due_destinations", "enqueue", "lane_of", "release",
+           "replay", "sweep", "sweep_all"]
 
 ACTIVE = ("pending", "in-flight")
 SHARED_LANE = "shared"
@@ -61,6 +62,8 @@ def enqueue(db: Session, stored: Iterable[models.FhirResource], now: datetime) -
         rows = [_row(db, dest, r, now) for r in mine
                 if r.resource_type in destinations.SHARED_TYPES or r.patient_id is None or r.patient_id in patients]
         count += _insert(db, rows)
+        if rows:
+            db.info.setdefault("sync_notify", set()).add(dest.id)
         if dest.patients.get("kind") != "all":
             entering = {r.patient_id for r in owners if r.resource_type in ("Patient", "ServiceRequest")} & patients
             if entering:
@@ -169,6 +172,32 @@ def replay(db: Session, dest_id: str, ids: Iterable[int] | None, now: datetime) 
     result = db.execute(query.values(status="pending", attempts=0, deferrals=0, next_attempt_at=now,
                                      claimed_by=None, lease_until=None).execution_options(synchronize_session=False))
     return result.rowcount or 0
+
+
+def sweep_all(db: Session, now: datetime | None = None) -> int:
+    """:func:`sweep` every enabled destination (the periodic safety net)."""
+    from datetime import UTC
+
+    now = now or datetime.now(UTC)
+    return sum(sweep(db, dest, now) for dest in _enabled(db))
+
+
+def active_total(db: Session, dest_id: str | None = None) -> int:
+    """Messages pending or in flight (of one destination, or all)."""
+    query = select(func.count()).select_from(models.OutboxMessage).where(models.OutboxMessage.status.in_(ACTIVE))
+    if dest_id is not None:
+        query = query.where(models.OutboxMessage.destination_id == dest_id)
+    return db.scalar(query) or 0
+
+
+def due_destinations(db: Session, now: datetime) -> list[str]:
+    """Enabled destinations with messages due now (or in flight past their lease)."""
+    out = models.OutboxMessage
+    due = or_(and_(out.status == "pending", out.next_attempt_at <= now),
+              and_(out.status == "in-flight", out.lease_until < now))
+    return list(db.scalars(select(models.Destination.id).where(
+        models.Destination.enabled.is_(True),
+        exists().where(out.destination_id == models.Destination.id, due))))
 
 
 def counts(db: Session, dest_id: str) -> dict[str, int]:
