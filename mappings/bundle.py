@@ -27,10 +27,16 @@ def _request(resource: dict[str, Any]) -> tuple[str, bool]:
     return url, True
 
 
+#: R4 defines no ``identifier`` search parameter for these: a server ignores the criterion and a
+#: "conditional" update creates a copy every time (seen on the peer server), so they go by id
+NOT_SEARCHABLE_BY_IDENTIFIER = frozenset({"AdverseEvent", "Provenance"})
+
+
 def conditional_url(resource: dict[str, Any]) -> str | None:
-    """``Type?identifier=system|value`` on the business identifier; None for Provenance."""
+    """``Type?identifier=system|value`` on the business identifier; None for the types R4 cannot
+    search by identifier (sent as ``PUT Type/<our id>``, which is idempotent too)."""
     ident = business_identifier_of(resource)
-    if ident is None:
+    if ident is None or resource["resourceType"] in NOT_SEARCHABLE_BY_IDENTIFIER:
         return None
     query = f"{quote(ident['system'], safe=':/')}|{quote(ident['value'], safe='')}"
     return f"{resource['resourceType']}?identifier={query}"
