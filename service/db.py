@@ -61,9 +61,11 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 
 def session_factory(engine: Engine, settings: Settings) -> sessionmaker[Session]:
-    """Sessions that know the clinic's identity, which the FHIR mappings of every write need."""
+    """Sessions that know the clinic's identity, which the FHIR mappings of every write need, and
+    where to wake the sync workers after a write."""
     return sessionmaker(engine, expire_on_commit=False,
-                        info={"base_uri": settings.base_uri, "clinic_name": settings.clinic_name})
+                        info={"base_uri": settings.base_uri, "clinic_name": settings.clinic_name,
+                              "broker_url": settings.broker_url, "sync_queue": settings.sync_queue})
 
 
 def get_session() -> Session:

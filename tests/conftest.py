@@ -1,7 +1,8 @@
 """Fixtures: an app on a fresh database per test, on SQLite and on the real PostgreSQL.
 
 Tests that take ``app``/``client``/``db`` run once per backend listed in ``BACKENDS`` when they
-are marked ``postgres`` (persistence tests), and on SQLite alone otherwise. PostgreSQL is the
+are marked ``postgres`` (persistence tests), on PostgreSQL alone when marked ``postgres_only`` (what
+SQLite cannot do: several worker processes on one database), and on SQLite alone otherwise. PostgreSQL is the
 server at ``TEST_DATABASE_URL`` (default: the local one); each test run creates its own
 database there, migrates it once, and empties it between tests.
 """
@@ -30,8 +31,10 @@ PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        marked = metafunc.definition.get_closest_marker("postgres") is not None
-        metafunc.parametrize("backend", ["sqlite", "postgresql"] if marked else ["sqlite"], scope="function")
+        marker = metafunc.definition.get_closest_marker
+        backends = (["postgresql"] if marker("postgres_only") else ["sqlite", "postgresql"] if marker("postgres")
+                    else ["sqlite"])
+        metafunc.parametrize("backend", backends, scope="function")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ LOCKED``) and any number of drains of one destination may run at once on differe
 from __future__ import annotations
 
 import logging
-import os
 from functools import cache
 from typing import Any
 
@@ -97,23 +96,29 @@ def app_for(settings: Settings) -> Any:
 
 
 @cache
-def _app_from_env() -> Any:
-    return app_for(Settings.from_env())
+def _sender(broker_url: str, queue: str) -> Any:
+    """A Celery app that only sends tasks (the web process's): short broker timeouts."""
+    from celery import Celery
+
+    app = Celery("ketamine_fhir", broker=broker_url, set_as_current=False)
+    app.conf.update(task_default_queue=queue, broker_connection_timeout=2, broker_connection_retry=False)
+    return app
 
 
-def notify_commit(dest_ids: set[str]) -> None:
+def notify_commit(dest_ids: set[str], broker_url: str, queue: str) -> None:
     """After a clinic write committed outbox rows: ask a Celery worker to drain now (when a broker
-    is configured). The beat's dispatch catches anything this misses, so a broker hiccup only
-    delays delivery and never fails the clinic's write."""
-    if not os.environ.get("KETAMINE_FHIR_BROKER_URL"):
+    is configured). The beat's dispatch catches anything this misses, so a broker outage only
+    delays delivery and never fails or stalls the clinic's write (no publish retries)."""
+    if not broker_url:
         return
     try:
+        sender = _sender(broker_url, queue)
         for dest_id in dest_ids:
-            _app_from_env().send_task(DRAIN, args=[dest_id])
+            sender.send_task(DRAIN, args=[dest_id], queue=queue, retry=False)
     except Exception as exc:  # the write is committed; the beat dispatch delivers it shortly
         log.warning("could not notify the sync workers: %s", type(exc).__name__)
 
 
 def celery_app() -> Any:
     """For ``celery -A service.sync.celery_app:celery_app``."""
-    return _app_from_env()
+    return app_for(Settings.from_env())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -35,8 +36,10 @@ def worker(concurrency: int, drain: bool, celery: bool | None) -> None:
             raise click.UsageError("--celery needs KETAMINE_FHIR_BROKER_URL")
         from service.sync.celery_app import app_for
 
+        # a node name per process: several workers on one host must not share a control queue
         app_for(settings).worker_main(["worker", "--loglevel=INFO", f"--concurrency={concurrency}", "--pool=threads",
-                                       "-Q", settings.sync_queue, "--without-mingle", "--without-gossip"])
+                                       "-Q", settings.sync_queue, "-n", f"ketamine-fhir-{os.getpid()}@%h",
+                                       "--without-mingle", "--without-gossip"])
         return
     from service.sync.worker import PollingWorker
 

@@ -34,4 +34,4 @@ def _after_commit(db: Session) -> None:
         wake()
         from service.sync.celery_app import notify_commit
 
-        notify_commit(dest_ids)
+        notify_commit(dest_ids, db.info.get("broker_url", ""), db.info.get("sync_queue", ""))
