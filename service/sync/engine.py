@@ -3,11 +3,13 @@
 A message is marked delivered only after the destination acknowledged it. Per answer:
 
 - 2xx: delivered; their id is remembered (``sync_remote``) for later updates and references.
-- 429/503/5xx/408, timeouts and dropped connections: retried with backoff and jitter, at least
-  ``Retry-After``; a 429 also pauses the whole destination; failures feed the circuit breaker.
+- 429/503/5xx/408, timeouts and dropped connections: retried. With ``Retry-After``: after that
+  time, not counted as a failed attempt; a 429 also pauses the whole destination. Without:
+  exponential backoff with jitter, counted toward ``max_attempts`` and the circuit breaker.
 - any other 4xx on a multi-entry transaction or batch: split in halves and resent (a limit we
-  exceeded, such as Medplum's 8 conditional entries): never resent unchanged; on one entry: a
-  dead letter keeping the destination's OperationOutcome.
+  exceeded, such as Medplum's 8 conditional entries): never resent unchanged. When both halves
+  then pass it was the size: the destination's limit is learned. On one entry: a dead letter
+  keeping the destination's OperationOutcome.
 - 409/412 on one entry: reconcile: search their copies by our identifier; one → update it by
   id; several → dead letter (duplicates there need a human).
 
@@ -33,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import models
 from service.sync import destinations, outbox
 from service.sync.client import FhirClient, client_for
-from service.sync.entries import Item, Unresolved, entry_for, order, remote_id_of
+from service.sync.entries import Item, Unresolved, entry_for, order, references, remote_id_of
 from service.sync.retry import classify, parse_retry_after
 from service.sync.smart_client import SmartAuthError
 
@@ -41,7 +43,9 @@ __all__ = ["RunStats", "deliver", "deliver_all"]
 
 log = logging.getLogger(__name__)
 
-#: a message waiting for a reference target is retried after DEFER_SECONDS, and dead after MAX_DEFERRALS
+#: a message waiting for a reference target the outbox does not hold (not queued, or a dead letter)
+#: is looked at again after DEFER_SECONDS (10x that after ten tries), and dead after MAX_DEFERRALS;
+#: one waiting for a queued target is looked at again when that target is due
 DEFER_SECONDS = 1.0
 MAX_DEFERRALS = 120
 
@@ -98,8 +102,24 @@ class _Lane:
     items: list[Item] = field(default_factory=list)
 
 
-#: per destination: the largest Bundle that last went through after a split (per process)
+#: per destination: the Bundle size it accepted after refusing twice as many (per process)
 _LEARNED_LIMIT: dict[str, int] = {}
+
+
+@dataclass
+class _Split:
+    """A refused Bundle being resent in halves: if both halves pass, its size was the problem;
+    if one is refused too, an entry was (it splits further and ends as a dead letter)."""
+
+    half: int
+    left: int = 2
+    clean: bool = True
+
+    def passed(self, results: Sequence[Result]) -> bool:
+        """Count one half sent; True when this was the second and both passed."""
+        self.left -= 1
+        self.clean = self.clean and all(r.result in ("delivered", "unchanged") for r in results)
+        return self.left == 0 and self.clean
 
 
 class Delivery:
@@ -107,11 +127,13 @@ class Delivery:
 
     def __init__(self, factory: sessionmaker[Session], dest_id: str, worker: str, *,
                  clock: Callable[[], datetime] = utcnow, rng: random.Random | None = None,
-                 lease: timedelta = timedelta(seconds=60), lanes_per_claim: int = 4):
+                 lease: timedelta = timedelta(seconds=60), lanes_per_claim: int = 4, per_lane: int = 48):
         self.factory, self.dest_id, self.worker = factory, dest_id, worker
         self.clock, self.rng, self.lease, self.lanes_per_claim = clock, rng or random.Random(), lease, lanes_per_claim
+        # a lane is claimed a few Bundles at a time: after a retry, the next claim reads only those again
+        self.per_lane = per_lane
         self.stats = RunStats()
-        self._settled: set[int] = set()  # message ids given a final or retry state in this run
+        self._settled: set[int] = set()  # message ids given a final or retry state in this claim
         self._last_ms = 0
 
     # --- the loop ---
@@ -125,9 +147,12 @@ class Delivery:
                 if dest is None or not dest.enabled or not self._open_for_traffic(dest):
                     break
                 claimed = outbox.claim(db, self.dest_id, self.worker, self.clock(), lanes=self.lanes_per_claim,
-                                       lease=self.lease)
+                                       per_lane=self.per_lane, lease=self.lease)
                 if not claimed:
                     break
+                # what this claim settles: a message retried earlier in this run and claimed again
+                # must be released again if its lane stops before it (else it sits out its lease)
+                self._settled = set()
                 lanes = [_Lane(c.lane, [_Msg(m.id, m.resource_type, m.resource_id, m.attempts, m.deferrals)
                                         for m in c.messages]) for c in claimed]
                 done = 0
@@ -158,25 +183,43 @@ class Delivery:
         unchanged = [i for i in items if _unchanged(i, self._remote_rows.get(i.key))]
         for item in unchanged:
             self._settle(db, dest, [item], [Result("unchanged")], "none")
-        queue = order(i for i in items if i not in unchanged)
+        queue = order((i for i in items if i not in unchanged), _refs)
+        split: _Split | None = None
         while queue:
             if not self._open_for_traffic(dest):
                 raise _Stop
-            limit = min(dest.max_bundle_entries, _LEARNED_LIMIT.get(dest.id, dest.max_bundle_entries))
+            limit = min(dest.max_bundle_entries, _LEARNED_LIMIT.get(dest.id, dest.max_bundle_entries),
+                        split.half if split else dest.max_bundle_entries)
             chunk, entries, blocked = self._chunk(dest, queue, 1 if dest.mode == "individual" else limit)
             if not chunk:
+                if blocked and self._claim_target(db, lane, blocked):
+                    return self._deliver_lane(db, dest, lane)  # plan again, the target included
                 self._defer(db, dest, queue, blocked)
                 return
             results, request = self._send(dest, chunk, entries)
-            if results is None:  # split: resend in halves
-                _LEARNED_LIMIT[dest.id] = max(1, len(chunk) // 2)
+            if results is None:  # refused whole: resend in halves, never unchanged
+                split = _Split(half=(len(chunk) + 1) // 2)
                 self._log_split(db, dest, chunk, request)
                 continue
             self._settle(db, dest, chunk, results, request)
+            if split is not None and split.passed(results):
+                _LEARNED_LIMIT[dest.id] = split.half  # both halves passed: it was the size
+            if split is not None and split.left == 0:
+                split = None
             queue = [i for i in queue if i not in chunk]
             if any(r.result in ("retry", "deferred") for r in results):
                 self._release(db, [m for i in queue for m in self._msgs_of(i)])
                 return
+
+    def _claim_target(self, db: Session, lane: _Lane, target: tuple[str, str]) -> bool:
+        """The lane's next resource references one of the lane's own that lies beyond this claim
+        (a lane is claimed a few Bundles at a time): take that resource's rows too."""
+        if any((m.resource_type, m.resource_id) == target for m in lane.msgs):
+            return False  # claimed already: it is blocked itself (a reference cycle); wait
+        rows = outbox.claim_resource(db, self.dest_id, lane.name, target, self.worker, self.clock(), self.lease)
+        lane.msgs = [m for m in lane.msgs if m.id not in self._settled] + [
+            _Msg(r.id, r.resource_type, r.resource_id, r.attempts, r.deferrals) for r in rows]
+        return bool(rows)
 
     def _items(self, db: Session, dest: models.Destination, msgs: Sequence[_Msg]) -> list[Item]:
         """The current stored resource behind each message (several messages of one resource: one item)."""
@@ -354,8 +397,8 @@ class Delivery:
         for item, res in zip(chunk, results, strict=True):
             msgs = self._msgs_of(item)
             if res.result == "retry":
-                tries = max(m.attempts for m in msgs) + 1
-                if policy.exhausted(tries):
+                tries = max(m.attempts for m in msgs) + policy.counts(res.retry_after)
+                if policy.counts(res.retry_after) and policy.exhausted(tries):
                     res = Result("dead", res.status, f"{res.error} (gave up after {tries} attempts)",
                                  outcome=res.outcome)
                 else:
@@ -363,7 +406,7 @@ class Delivery:
                     self._update(db, msgs, status="pending", attempts=tries, next_attempt_at=now + timedelta(
                         seconds=wait), last_status=res.status, last_error=res.error)
             if res.result in ("delivered", "unchanged"):
-                done.setdefault((res.status, res.result == "delivered"), []).extend(msgs)
+                done.setdefault(res.status, []).extend(msgs)
                 self._remember(db, dest, item, res, now)
             elif res.result == "dead":
                 self._update(db, msgs, status="dead", last_status=res.status, last_error=res.error,
@@ -371,9 +414,8 @@ class Delivery:
             self.stats.add(res.result, len(msgs))
             if request != "none":
                 attempts += [_attempt(m.id, dest.id, now, self.worker, request, res, self._last_ms) for m in msgs]
-        for (status, sent), msgs in done.items():
-            self._update(db, msgs, status="delivered", delivered_at=now, last_status=status, last_error=None,
-                         attempts=models.OutboxMessage.attempts + int(sent))
+        for status, msgs in done.items():
+            self._update(db, msgs, status="delivered", delivered_at=now, last_status=status, last_error=None)
         if attempts:
             db.execute(insert(models.DeliveryAttempt), attempts)
         if request != "none":
@@ -415,12 +457,16 @@ class Delivery:
         state = destinations.circuit_state(dest)
         transport = [r for r in results if r.result == "retry"]
         if transport:
-            state = destinations.BREAKER.on_failure(state, now)
             dest.last_error_at, dest.last_error = now, transport[0].error
             throttled = [r.retry_after for r in transport if r.status == 429 and r.retry_after]
             if throttled:
                 dest.paused_until = now + timedelta(seconds=min(max(throttled), destinations.policy(dest)
                                                                 .max_retry_after))
+            # only failures the server gave no Retry-After for: one that schedules us is up
+            if any(r.retry_after is None for r in transport):
+                state = destinations.BREAKER.on_failure(state, now)
+            else:
+                state = destinations.BREAKER.on_success(state)
         else:
             state = destinations.BREAKER.on_success(state)
             dest.last_success_at = now
@@ -434,8 +480,17 @@ class Delivery:
         now = self.clock()
         head, rest = queue[0], queue[1:]
         msgs = self._msgs_of(head)
-        tries = max(m.deferrals for m in msgs) + 1
         target = f"{blocked[0]}/{blocked[1]}" if blocked else "a reference"
+        coming = outbox.next_attempt_of(db, dest.id, blocked) if blocked else None
+        if coming is not None:
+            # queued in another lane (lanes never wait on each other in a circle: patients' lanes
+            # reference the shared one only): look again just after it is due; not counted
+            self._update(db, msgs, status="pending", last_error=f"waiting for {target}",
+                         next_attempt_at=max(coming, now) + timedelta(seconds=DEFER_SECONDS / 2))
+            self.stats.add("deferred", len(msgs))
+            self._release(db, [m for i in rest for m in self._msgs_of(i)])
+            return
+        tries = max(m.deferrals for m in msgs) + 1
         if tries > MAX_DEFERRALS:
             self._update(db, msgs, status="dead", last_error=f"waited {tries - 1} times for {target}, which the "
                          "destination does not hold (is it a dead letter?)")
@@ -473,10 +528,19 @@ def _unchanged(item: Item, remote: models.RemoteResource | None) -> bool:
         remote.remote_id)
 
 
-def _refs(item: Item) -> set[tuple[str, str]]:
-    from service.sync.entries import references
+#: the references of a content, by content hash: a lane retried after a 503 is read again, and
+#: walking every resource's JSON for references again was most of a fault run's CPU time
+_REFS: dict[str, frozenset[tuple[str, str]]] = {}
+_REFS_MAX = 50_000
 
-    return references(item.content)
+
+def _refs(item: Item) -> frozenset[tuple[str, str]]:
+    found = _REFS.get(item.content_hash)
+    if found is None:
+        if len(_REFS) >= _REFS_MAX:
+            _REFS.clear()
+        found = _REFS[item.content_hash] = frozenset(references(item.content))
+    return found
 
 
 def _stored(db: Session, keys: dict[tuple[str, str], Any]) -> dict[tuple[str, str], models.FhirResource]:

@@ -15,9 +15,8 @@ type. Any other target is not there yet: the entry must wait (:class:`Unresolved
 
 from __future__ import annotations
 
-import copy
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,13 +70,15 @@ def references(content: Any) -> set[tuple[str, str]]:
     return found
 
 
-def order(items: Iterable[Item]) -> list[Item]:
+def order(items: Iterable[Item],
+          refs: Callable[[Item], Set[tuple[str, str]]] = lambda i: references(i.content)) -> list[Item]:
     """Targets before the resources that reference them (stable otherwise); deletes last, after
-    the updates that stop referring to them. A cycle keeps the given order."""
+    the updates that stop referring to them. A cycle keeps the given order. ``refs``: an item's
+    references (the engine passes a cached lookup)."""
     items = list(items)
     live = [i for i in items if not i.deleted]
     keys = {i.key for i in live}
-    deps = {i.key: references(i.content) & keys - {i.key} for i in live}
+    deps = {i.key: refs(i) & keys - {i.key} for i in live}
     done: set[tuple[str, str]] = set()
     out: list[Item] = []
     pending = list(live)
@@ -128,7 +129,7 @@ def entry_for(item: Item, remote: Mapping[tuple[str, str], str], in_bundle: set[
             return None  # not sent there: the identifier in the reference still says who
         raise Unresolved(target)
 
-    body = _rewrite(copy.deepcopy(item.content), resolve)
+    body = _rewrite(item.content, resolve)  # builds new containers: the stored content stays as it was
     meta = {k: v for k, v in body.pop("meta", {}).items() if k not in ("versionId", "lastUpdated")}
     if meta:
         body["meta"] = meta

@@ -15,13 +15,16 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
-__all__ = ["RECONCILE_STATUSES", "RETRYABLE_STATUSES", "CircuitBreaker", "CircuitState", "RetryPolicy", "classify",
-           "parse_retry_after"]
+__all__ = ["MIN_RETRY_AFTER", "RECONCILE_STATUSES", "RETRYABLE_STATUSES", "CircuitBreaker", "CircuitState",
+           "RetryPolicy", "classify", "parse_retry_after"]
 
 #: transient failures: timeouts, too early/many, server errors (RFC 9110 §15.5-15.6, RFC 6585 §4, RFC 8470 §5.2)
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: the destination's copy disagrees with ours (version conflict, failed If-Match): look before sending again
 RECONCILE_STATUSES = frozenset({409, 412})
+
+#: the shortest wait a Retry-After can ask for (RetryPolicy.delay)
+MIN_RETRY_AFTER = 1.0
 
 _DELAY_SECONDS = re.compile(r"[0-9]+")  # RFC 9110 §10.2.3: delay-seconds = 1*DIGIT (ASCII digits only)
 
@@ -59,24 +62,36 @@ class RetryPolicy:
             raise ValueError(f"retry.max_attempts must be an integer of at least 1, not {self.max_attempts!r}")
 
     def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
-        """Seconds to wait before attempt number ``attempt`` + 1 (``attempt`` counts failures so far, >= 1).
+        """Seconds to wait before the next attempt.
 
-        Exponential backoff with jitter; when the server sent ``Retry-After``, wait at least that
-        (capped by ``max_retry_after``, so a hostile or broken header cannot park a message for ever).
+        When the server sent ``Retry-After`` it said when to come back: wait that long (at least
+        ``MIN_RETRY_AFTER``: "0" or a past date must not make a worker resend in a tight loop;
+        at most ``max_retry_after``, so a hostile or broken header cannot park a message for ever)
+        plus up to 10% so messages told the same time do not return in one burst. Otherwise exponential
+        backoff with jitter over ``attempt``, the failures so far that counted (>= 1).
         """
+        rng = rng or random
+        if retry_after is not None:
+            wait = min(max(retry_after, MIN_RETRY_AFTER), self.max_retry_after)
+            return wait * (1 + rng.uniform(0, 0.1))
         if attempt < 1:
             raise ValueError(f"attempt counts failures so far and starts at 1, not {attempt}")
         try:
             backoff = min(self.base_seconds * self.factor ** (attempt - 1), self.max_seconds)
         except OverflowError:  # factor ** attempt beyond a float: far past the cap anyway
             backoff = self.max_seconds
-        wait = (rng or random).uniform(backoff * (1 - self.jitter), backoff)
-        if retry_after is not None:
-            wait = max(wait, min(max(retry_after, 0.0), self.max_retry_after))
-        return wait
+        return rng.uniform(backoff * (1 - self.jitter), backoff)
+
+    @staticmethod
+    def counts(retry_after: float | None) -> bool:
+        """Whether a failure counts toward ``max_attempts`` (and the backoff): only those the server
+        gave no time for. A 429/503 with ``Retry-After`` is the server scheduling us, not the
+        message failing: counting it would dead-letter good messages on a busy server (a third
+        of requests answered 503 for an hour) and let a streak of them back off for minutes."""
+        return retry_after is None
 
     def exhausted(self, attempts: int) -> bool:
-        """True when ``attempts`` failed attempts leave no retry: the message becomes a dead letter."""
+        """True when ``attempts`` counted failures leave no retry: the message becomes a dead letter."""
         return attempts >= self.max_attempts
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,12 +164,16 @@ class CircuitState:
 class CircuitBreaker:
     """Stop calling a destination after ``failure_threshold`` consecutive failures; probe it again later.
 
-    Pure transitions over :class:`CircuitState`: the state lives in a database row that many
-    workers share, so this class holds settings only and never mutates the state it is given.
+    The first probe goes out ``reset_seconds`` after opening; each failed probe doubles the wait,
+    up to ``max_reset_seconds``: a short outage costs seconds, a long one costs the destination
+    one request per ``max_reset_seconds``. Pure transitions over :class:`CircuitState`: the state
+    lives in a database row that many workers share, so this class holds settings only and never
+    mutates the state it is given.
     """
 
     failure_threshold: int = 5
-    reset_seconds: float = 30.0
+    reset_seconds: float = 5.0
+    max_reset_seconds: float = 300.0
 
     def allows(self, st: CircuitState, now: datetime) -> bool:
         """Whether a request may go out. An open circuit whose reset time has passed allows one
@@ -167,11 +186,16 @@ class CircuitBreaker:
         return CircuitState("closed", 0, None)
 
     def on_failure(self, st: CircuitState, now: datetime) -> CircuitState:
-        """One more consecutive failure; a failed probe (open or half-open) reopens for another period."""
+        """One more consecutive failure; a failed probe (open or half-open) reopens for a longer period."""
         failures = st.failures + 1
         if st.state in ("open", "half-open") or failures >= self.failure_threshold:
             return CircuitState("open", failures, now)
         return CircuitState("closed", failures, None)
+
+    def reset_after(self, st: CircuitState) -> float:
+        """Seconds an open circuit waits before its next probe."""
+        failed_probes = max(0, st.failures - self.failure_threshold)
+        return min(self.reset_seconds * 2 ** min(failed_probes, 32), self.max_reset_seconds)
 
     def shown(self, st: CircuitState, now: datetime) -> str:
         """The state as operators see it: an open circuit past its reset time is half-open."""
@@ -182,4 +206,4 @@ class CircuitBreaker:
     def _reset_elapsed(self, st: CircuitState, now: datetime) -> bool:
         if st.opened_at is None:  # open with no time: a damaged row must not lock the destination out
             return True
-        return (_aware(now) - _aware(st.opened_at)).total_seconds() >= self.reset_seconds
+        return (_aware(now) - _aware(st.opened_at)).total_seconds() >= self.reset_after(st)

@@ -379,7 +379,7 @@ def test_status_shows_health_as_operators_see_it(admin, db):
     now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
     fresh(db)
     dest = db.get(Destination, dest_id)
-    dest.circuit_state, dest.circuit_failures, dest.circuit_opened_at = "open", 5, now - timedelta(seconds=10)
+    dest.circuit_state, dest.circuit_failures, dest.circuit_opened_at = "open", 5, now - timedelta(seconds=3)
     dest.paused_until, dest.last_error_at, dest.last_error = now + timedelta(seconds=60), now, "HTTP 429"
     dest.last_success_at = now - timedelta(hours=1)
     db.commit()

@@ -83,18 +83,28 @@ def test_an_absent_or_unparseable_retry_after_is_none(value):
     assert parse_retry_after(value, NOW) is None
 
 
-def test_retry_after_is_a_floor_under_the_backoff():
-    assert NO_JITTER.delay(1, retry_after=45) == 45.0
-    assert NO_JITTER.delay(5, retry_after=3) == 32.0  # the backoff is longer: it wins
+def test_retry_after_replaces_the_backoff_with_at_most_a_tenth_added():
+    delays = [NO_JITTER.delay(n, retry_after=3, rng=random.Random(seed)) for n in (1, 5, 12) for seed in range(50)]
+    assert min(delays) >= 3.0 and max(delays) <= 3.3  # not the 32 s backoff of a fifth failure
+    assert len(set(delays)) > 1  # spread, so messages told the same time do not return in one burst
+
+
+def test_retry_after_zero_or_past_waits_a_second_so_no_worker_resends_in_a_tight_loop():
+    assert 1.0 <= NO_JITTER.delay(3, retry_after=0) <= 1.1
 
 
 def test_retry_after_is_capped():
-    assert NO_JITTER.delay(1, retry_after=86_400) == 3600.0
-    assert RetryPolicy(jitter=0, max_retry_after=60).delay(1, retry_after=float("inf")) == 60.0
+    assert 3600.0 <= NO_JITTER.delay(1, retry_after=86_400) <= 3960.0
+    assert 60.0 <= RetryPolicy(jitter=0, max_retry_after=60).delay(1, retry_after=float("inf")) <= 66.0
 
 
 def test_retry_after_may_exceed_the_backoff_cap():
-    assert RetryPolicy(jitter=0, max_seconds=10).delay(1, retry_after=300) == 300.0
+    assert 300.0 <= RetryPolicy(jitter=0, max_seconds=10).delay(1, retry_after=300) <= 330.0
+
+
+def test_only_failures_without_retry_after_count_toward_the_attempts():
+    assert RetryPolicy.counts(None)
+    assert not RetryPolicy.counts(1.0) and not RetryPolicy.counts(0.0)
 
 
 # --- attempts ---
@@ -202,12 +212,23 @@ def test_a_successful_probe_closes_the_circuit():
 
 
 @pytest.mark.parametrize("state", ["half-open", "open"])
-def test_a_failed_probe_reopens_for_another_reset_period(state):
+def test_a_failed_probe_reopens_for_twice_the_reset_period(state):
     later = NOW + timedelta(seconds=40)
     st = BREAKER.on_failure(CircuitState(state, 3, NOW), later)
     assert st == CircuitState("open", 4, later)
-    assert not BREAKER.allows(st, later + timedelta(seconds=29))
-    assert BREAKER.allows(st, later + timedelta(seconds=30))
+    assert not BREAKER.allows(st, later + timedelta(seconds=59))
+    assert BREAKER.allows(st, later + timedelta(seconds=60))
+
+
+def test_the_wait_between_probes_doubles_up_to_the_maximum():
+    breaker = CircuitBreaker(failure_threshold=5, reset_seconds=5, max_reset_seconds=300)
+    waits = [breaker.reset_after(CircuitState("open", failures, NOW)) for failures in range(5, 14)]
+    assert waits == [5, 10, 20, 40, 80, 160, 300, 300, 300]
+    assert breaker.reset_after(CircuitState("open", 10_000, NOW)) == 300  # no overflow
+
+
+def test_the_default_breaker_probes_a_short_outage_within_seconds():
+    assert CircuitBreaker().reset_after(CircuitState("open", 5, NOW)) == 5.0
 
 
 def test_a_failed_probe_reopens_even_below_the_threshold():
