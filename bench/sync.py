@@ -54,8 +54,10 @@ What is measured, for a synthetic clinic of N patients (``--patients``, default 
   or a reset connection after the peer applied it). ``--outage`` also takes the peer down for 10 s
   (``POST /__fault/down?seconds=10``) right after the destination is created / before the ceiling starts.
   Our engine runs with the destination's DEFAULT retry policy and circuit breaker (nothing is
-  monkeypatched: base 2 s, factor 2, jitter 0.5, 15 attempts; breaker opens after 5 consecutive failures for
-  30 s; a 429 pauses the destination for its ``Retry-After``), so the figures are what a deployment sees.
+  monkeypatched: a 503/429 waits its ``Retry-After`` (+ up to 10 %) and does not count as a failed attempt;
+  other failures back off from 2 s, factor 2, jitter 0.5, 15 attempts; the breaker opens after 5
+  consecutive failures without ``Retry-After`` and probes after 5 s, doubling; a 429 pauses the destination
+  for its ``Retry-After``), so the figures are what a deployment sees.
   The faulty ceiling is the trivial client with the least retry logic that gets everything through: a
   failed request is resent unchanged (a transaction of conditional updates is idempotent, so resending one
   the peer already applied is harmless), after its ``Retry-After`` on a 503/429 (a 429 also holds back every
@@ -71,7 +73,8 @@ Printed, one table per backend: run, resources (verified on the peer), requests,
 seconds, resources/s, ratio to ``ceiling 1 thread`` (clean) and, for fault runs, to ``ceiling 1 thread
 faults``, seconds until the first answer (ours: worker start-up plus the sweep), summed HTTP time (request
 sent until answer read, over all threads/workers), and deferrals (ours: a lane whose next resource
-references one the destination does not hold yet waits 1 s; see ``engine.DEFER_SECONDS``).
+references one the destination does not hold yet waits until that resource's message is due, not counted
+here, or 1 s at a time when it is not queued, counted; see ``engine.DEFER_SECONDS``).
 How requests are counted: the ceiling counts its own HTTP requests. Ours: the distinct (worker, at, request)
 triples of the destination's ``sync_attempts`` rows -- the engine writes one row per outbox message per
 request, all of a request's rows with the same worker, settle time and request label, split refusals
@@ -766,7 +769,8 @@ def main(argv: list[str] | None = None) -> int:
     print("  creation (sweep) until every worker --drain exited with nothing pending. x ceiling / x faulty:")
     print("  resources/s over 'ceiling 1 thread' / 'ceiling 1 thread faults'. 1st answer: seconds until the")
     print("  first request was answered (ours: sweep + worker start-up). HTTP s: summed request time of all")
-    print("  threads/workers. deferrals: 1 s waits of a lane for a reference target the destination lacks yet.")
+    print("  threads/workers. deferrals: timed waits of a lane for a reference target that is not queued")
+    print("  (waits for a queued target, e.g. the shared lane's practitioners, follow it and are not counted).")
     print(f"total run time {time.perf_counter() - run_start:.0f} s")
     failures = [f"{backend} {r.label}: {p}" for backend, runs, _ in results for r in runs for p in r.problems]
     if failures:

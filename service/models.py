@@ -367,8 +367,8 @@ class OutboxMessage(Base):
 
     ``lane`` orders delivery: rows of one lane (one patient, or ``shared`` for the clinic and its
     practitioners) go out in id order, one worker at a time. ``status``: pending, in-flight (a
-    worker holds it until ``lease_until``), delivered, dead (a dead letter), superseded (a later
-    row of the same resource was delivered instead).
+    worker holds it until ``lease_until``), delivered, dead (a dead letter), superseded (an older
+    version of a resource whose newer row went out in the same request, with the current content).
     """
 
     __tablename__ = "sync_outbox"

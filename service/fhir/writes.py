@@ -59,8 +59,20 @@ def _practitioner(resource: dict[str, Any], ctx: Any, existing: dict[str, Any] |
     return record
 
 
+#: clinic fields a FHIR Patient does not carry (they feed weight-based dosing): an EHR's update keeps them
+PATIENT_CLINIC_ONLY = ("weight_kg", "height_cm")
+
+
+def _patient(resource: dict[str, Any], ctx: Any, existing: dict[str, Any] | None) -> dict[str, Any]:
+    record = patient.from_fhir(resource, ctx)
+    for key in PATIENT_CLINIC_ONLY:
+        if existing and key in existing:
+            record[key] = existing[key]
+    return record
+
+
 WRITABLE = {
-    "Patient": Writable("patients", lambda r, ctx, _existing: patient.from_fhir(r, ctx)),
+    "Patient": Writable("patients", _patient),
     "Practitioner": Writable("practitioners", _practitioner),
     "ServiceRequest": Writable("referrals", lambda r, ctx, _existing: service_request.from_fhir(r, ctx)),
 }

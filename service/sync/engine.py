@@ -393,7 +393,8 @@ class Delivery:
         now = self.clock()
         policy = destinations.policy(dest)
         attempts: list[dict[str, Any]] = []
-        done: dict[tuple[int | None, bool], list[_Msg]] = {}  # delivered, in one UPDATE per answer status
+        done: dict[int | None, list[_Msg]] = {}  # delivered, in one UPDATE per answer status
+        superseded: list[_Msg] = []
         for item, res in zip(chunk, results, strict=True):
             msgs = self._msgs_of(item)
             if res.result == "retry":
@@ -406,7 +407,11 @@ class Delivery:
                     self._update(db, msgs, status="pending", attempts=tries, next_attempt_at=now + timedelta(
                         seconds=wait), last_status=res.status, last_error=res.error)
             if res.result in ("delivered", "unchanged"):
-                done.setdefault(res.status, []).extend(msgs)
+                # several versions of one resource went as its current content: the newest row is
+                # the delivered one, the older ones were superseded by it
+                latest = max(msgs, key=lambda m: m.id)
+                done.setdefault(res.status, []).append(latest)
+                superseded += [m for m in msgs if m is not latest]
                 self._remember(db, dest, item, res, now)
             elif res.result == "dead":
                 self._update(db, msgs, status="dead", last_status=res.status, last_error=res.error,
@@ -416,6 +421,8 @@ class Delivery:
                 attempts += [_attempt(m.id, dest.id, now, self.worker, request, res, self._last_ms) for m in msgs]
         for status, msgs in done.items():
             self._update(db, msgs, status="delivered", delivered_at=now, last_status=status, last_error=None)
+        if superseded:
+            self._update(db, superseded, status="superseded", delivered_at=now, last_error=None)
         if attempts:
             db.execute(insert(models.DeliveryAttempt), attempts)
         if request != "none":

@@ -87,6 +87,19 @@ def test_conditional_update_creates_then_updates(client, auth):
     assert again.status_code == 200 and again.get_json(force=True)["name"][0]["family"] == "Pine"
 
 
+def test_an_ehr_update_of_a_patient_keeps_the_clinic_only_weight_and_height(client, auth, api):
+    # a FHIR Patient has no place for them, and weight-based dosing needs them
+    created = client.post("/fhir/Patient", json=ehr_patient(mrn="E-950"), headers=auth | FHIR).get_json(force=True)
+    clinic_id = next(i["value"] for i in created["identifier"] if i["system"] == f"{BASE}/patients")
+    record = api.get(f"/patients/{clinic_id}").get_json()
+    kept = {k: v for k, v in record.items() if k not in ("version", "created_at", "updated_at")}
+    assert api.put(f"/patients/{clinic_id}", kept | {"weight_kg": 71.5, "height_cm": 168.0}).status_code == 200
+    changed = ehr_patient(mrn="E-950", family="Birch") | {"id": created["id"]}
+    assert client.put(f"/fhir/Patient/{created['id']}", json=changed, headers=auth | FHIR).status_code == 200
+    after = api.get(f"/patients/{clinic_id}").get_json()
+    assert (after["name"]["family"], after["weight_kg"], after["height_cm"]) == ("Birch", 71.5, 168.0)
+
+
 def test_prefer_return_minimal_and_operation_outcome(client, auth):
     minimal = client.post("/fhir/Patient", json=ehr_patient(), headers=auth | FHIR | {"Prefer": "return=minimal"})
     assert minimal.status_code == 201 and minimal.get_data() == b"" and minimal.headers["Location"]

@@ -328,6 +328,18 @@ def test_unchanged_content_is_not_sent_again(db, ehr, add_destination, deliver, 
     assert len(attempts(db, dest_id)) == logged
 
 
+def test_versions_queued_before_delivery_go_once_as_the_current_content_the_older_row_superseded(
+        db, api, ehr, add_destination, deliver):
+    dest_id = add_destination(resource_types=["Patient"])
+    changed = api.put(f"/patients/{PATIENT['id']}", {**PATIENT, "status": "inactive"})
+    assert changed.status_code == 200, changed.get_json()
+    deliver(dest_id)
+
+    rows = outbox(db, dest_id)
+    assert [m.status for m in rows] == ["superseded", "delivered"]  # in id order: the newest delivered
+    assert len(ehr.sent) == 1 and ehr.bodies[0]["active"] is False  # one PUT, with the current content
+
+
 # --- Retry-After ---
 
 
