@@ -34,6 +34,7 @@ from mappings.terminology import RECORD_STATUS_ENTERED_IN_ERROR, local_system
 __all__ = [
     "PERSON_STATUSES",
     "first_telecom",
+    "other_identifiers",
     "own_id",
     "person_meta",
     "person_status",
@@ -63,6 +64,17 @@ def own_id(identifiers: Iterable[Mapping[str, Any]] | None, ctx: MappingContext,
     """The clinic id in our business identifier of ``collection``, if the list has one."""
     system = _system(ctx, collection)
     return next((i["value"] for i in identifiers or () if i.get("system") == system and i.get("value")), None)
+
+
+def other_identifiers(identifiers: Iterable[Mapping[str, Any]] | None, ours: set[str]) -> list[dict[str, str]]:
+    """Identifiers whose system is not one of ``ours`` (an EHR's), as clinic ``{system, value}``;
+    ones without a system are dropped (the clinic API requires it), each system|value once."""
+    out: list[dict[str, str]] = []
+    for i in identifiers or ():
+        item = {"system": i.get("system"), "value": i.get("value")}
+        if item["system"] and item["value"] and item["system"] not in ours and item not in out:
+            out.append(item)
+    return out
 
 
 def _lookup_by_fhir_id(ctx: MappingContext, resource_type: str, collection: str, literal: str) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from mappings._identity import (
     first_telecom,
+    other_identifiers,
     own_id,
     person_meta,
     person_status,
@@ -87,15 +88,8 @@ def _mrn(identifiers: list[Mapping[str, Any]], ctx: MappingContext) -> str:
 
 
 def _other_identifiers(identifiers: list[Mapping[str, Any]], ctx: MappingContext) -> list[dict[str, str]]:
-    """Identifiers that are not ours, as clinic ``{system, value}`` (ones without a system are
-    dropped: the clinic API requires it), each system|value once."""
-    ours = {business_identifier(ctx.base_uri, COLLECTION, "")["system"], mrn_system(ctx)}
-    out: list[dict[str, str]] = []
-    for i in identifiers:
-        item = {"system": i.get("system"), "value": i.get("value")}
-        if item["system"] and item["value"] and item["system"] not in ours and item not in out:
-            out.append(item)
-    return out
+    return other_identifiers(identifiers, {business_identifier(ctx.base_uri, COLLECTION, "")["system"],
+                                           mrn_system(ctx)})
 
 
 def _birth_date(resource: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mappings._identity import own_id, record_reference, required_reference
+from mappings._identity import other_identifiers, own_id, record_reference, required_reference
 from mappings.context import MappingContext
 from mappings.datatypes import business_identifier, codeable, fhir_id
 from mappings.organization import clinic_reference
@@ -57,7 +57,9 @@ def to_fhir(record: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
     out: dict[str, Any] = {
         "resourceType": "ServiceRequest",
         "id": fhir_id(ctx.base_uri, "ServiceRequest", COLLECTION, rid),
-        "identifier": [business_identifier(ctx.base_uri, COLLECTION, rid)],
+        # the EHR's own identifiers of a referral it sent stay on it: pushing it back must not strip them
+        "identifier": [business_identifier(ctx.base_uri, COLLECTION, rid),
+                       *({"system": i["system"], "value": i["value"]} for i in record.get("identifiers") or ())],
         "status": status,
         "intent": "order",
         "code": codeable(text=REFERRAL_TEXT),
@@ -128,4 +130,8 @@ def from_fhir(resource: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any
     if resource.get("status") not in STATUSES:
         raise ValueError(f"status: {resource.get('status')!r} is not a clinic referral status ({', '.join(STATUSES)})")
     out["status"] = resource["status"]
+    ours = business_identifier(ctx.base_uri, COLLECTION, "")["system"]
+    others = other_identifiers(resource.get("identifier"), {ours})
+    if others:
+        out["identifiers"] = others
     return out

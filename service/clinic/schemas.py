@@ -130,13 +130,18 @@ class PatientSchema(RecordSchema):
 
     @validates_schema
     def _identifiers(self, data: dict, **_: Any) -> None:
-        # a schema validator, so it only sees identifiers whose fields all loaded
-        value = data.get("identifiers") or []
-        keys = [(i.get("system"), i["value"]) for i in value]
-        if len(keys) != len(set(keys)):
-            raise ValidationError("Each system|value may appear once.", "identifiers")
-        if any(i.get("system") is None for i in value):
-            raise ValidationError("Each identifier needs its system (an absolute URI).", "identifiers")
+        check_identifiers(data)
+
+
+def check_identifiers(data: dict) -> None:
+    """A record's EHR identifiers: each with its system, each system|value once. (Run as a schema
+    validator, so it only sees identifiers whose fields all loaded.)"""
+    value = data.get("identifiers") or []
+    keys = [(i.get("system"), i["value"]) for i in value]
+    if len(keys) != len(set(keys)):
+        raise ValidationError("Each system|value may appear once.", "identifiers")
+    if any(i.get("system") is None for i in value):
+        raise ValidationError("Each identifier needs its system (an absolute URI).", "identifiers")
 
 
 class ReferralSchema(RecordSchema):
@@ -146,6 +151,8 @@ class ReferralSchema(RecordSchema):
     diagnoses = fields.List(Icd10Code(), required=True, validate=validate.Length(min=1, max=12))
     reason = Text(1000)
     notes = Text(10000)
+    #: the referring EHR's own identifiers of the referral (system + value)
+    identifiers = fields.List(fields.Nested(IdentifierSchema), validate=validate.Length(max=20))
     status = fields.String(load_default="active", validate=OneOf(
         ("draft", "active", "on-hold", "revoked", "completed", "entered-in-error")))
 
@@ -153,6 +160,10 @@ class ReferralSchema(RecordSchema):
     def _unique(self, value: list[str], **_: Any) -> None:
         if len(value) != len(set(value)):
             raise ValidationError("Each diagnosis may appear once.")
+
+    @validates_schema
+    def _identifiers(self, data: dict, **_: Any) -> None:
+        check_identifiers(data)
 
 
 class CourseSchema(RecordSchema):

@@ -244,6 +244,8 @@ def write_targets(draw, collection: str) -> tuple[str, str]:
     return method, base if method == "post" else f"{base}/{record_id}"
 
 
+EHR_REFERRAL_SYSTEM = "urn:oid:2.16.840.1.113883.3.9999.2"  # an example OID arc, as service.synthetic's
+
 ENDPOINTS = st.sampled_from(list(COLLECTIONS)).flatmap(write_targets)
 
 #: for one-field changes: a valid new record of each collection (every nested list has an element)
@@ -253,7 +255,8 @@ ONE_FIELD_BASES: dict[str, tuple[str, dict[str, Any]]] = {
                                                           "suffix": ["MD"]})),
     "patients": ("/patients/pt-new", make(PATIENT, id=None, mrn="MRN-0099",
                                           identifiers=[{"system": EHR_MRN_SYSTEM, "value": "E999999"}])),
-    "referrals": ("/referrals/rf-new", make(REFERRAL, id=None)),
+    "referrals": ("/referrals/rf-new", make(REFERRAL, id=None,
+                                            identifiers=[{"system": EHR_REFERRAL_SYSTEM, "value": "R-0042"}])),
     "courses": ("/courses/co-new", make(COURSE, id=None)),
     "sessions": ("/sessions/se-new", make(SESSION, id=None, number=5, adverse_events=[
         {"text": "nausea", "severity": "mild", "code": "422587007"}])),

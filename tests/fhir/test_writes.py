@@ -119,6 +119,8 @@ def test_a_referral_from_an_ehr_becomes_a_clinic_referral(client, auth, api):
                 "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F33.2"}]}]}
     first = client.post("/fhir/ServiceRequest", json=referral, headers=auth | FHIR)
     assert first.status_code == 201, first.get_data(as_text=True)
+    # the EHR's identifier stays on the referral: pushed back there, it must not be stripped
+    assert referral["identifier"][0] in first.get_json(force=True)["identifier"]
     again = client.post("/fhir/ServiceRequest", json=referral, headers=auth | FHIR)
     assert again.get_json(force=True)["id"] == first.get_json(force=True)["id"]  # same EHR identifier, one referral
     referrals = api.get("/referrals?patient_id=pt-1").get_json()["items"]

@@ -132,6 +132,17 @@ def test_from_fhir_of_an_ehr_referral_reads_its_codes_date_and_notes():
         "notes": "Please assess for IV ketamine.\n\nPrefers mornings.", "status": "active"}
 
 
+def test_an_ehr_referral_keeps_its_own_identifiers_both_ways(tmp_path):
+    ehr_id = {"system": "urn:oid:2.16.840.1.113883.3.9999.8", "value": "REF-55"}
+    sr = service_request.to_fhir(REFERRAL, context())
+    back = service_request.from_fhir(sr | {"identifier": [*sr["identifier"], ehr_id, ehr_id, {"value": "x"}]},
+                                     context())
+    assert back["identifiers"] == [ehr_id]  # ours is the id; no system: dropped; each once
+    again = service_request.to_fhir(REFERRAL | {"identifiers": [ehr_id]}, context())
+    assert again["identifier"] == [sr["identifier"][0], ehr_id]
+    assert not peer_problems([again], tmp_path)
+
+
 @pytest.mark.parametrize(("change", "field"), [
     (lambda sr: sr.pop("authoredOn"), "referred_on"),
     (lambda sr: sr.update(reasonCode=[{"text": "TRD"}]), "diagnoses"),
