@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 import requests
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import models
@@ -164,6 +165,12 @@ class Delivery:
                 except _Stop:
                     self._release(db, [m for lane in lanes[done:] for m in lane.msgs])
                     break
+                except IntegrityError:
+                    db.rollback()
+                    if db.get(models.Destination, self.dest_id, populate_existing=True) is None:
+                        log.info("destination %s was removed during a delivery", self.dest_id)
+                        break  # its messages went with it (ON DELETE CASCADE): nothing to settle
+                    raise
                 except BaseException:
                     db.rollback()  # the lease runs out and another worker takes the lanes
                     raise
@@ -196,6 +203,9 @@ class Delivery:
                     return self._deliver_lane(db, dest, lane)  # plan again, the target included
                 self._defer(db, dest, queue, blocked)
                 return
+            # end the read transaction before waiting on the destination: on SQLite (WAL) a
+            # transaction that read before another writer's commit can never write afterwards
+            db.commit()
             results, request = self._send(dest, chunk, entries)
             if results is None:  # refused whole: resend in halves, never unchanged
                 split = _Split(half=(len(chunk) + 1) // 2)

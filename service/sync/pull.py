@@ -280,6 +280,9 @@ class _Run:
 
     def _write_once(self, resource: dict[str, Any], their_id: str, our_id: str | None, criteria: str | None) -> bool:
         """The conditional update (or update by our id) and the id map, in one transaction."""
+        # a fresh transaction: on SQLite (WAL) one that read before another writer's commit (the
+        # lookups above, made while we waited on the EHR) can never take the write lock
+        self.db.rollback()
         take_write_lock(self.db)  # SQLite: hold the write lock from the start, as a standalone write does
         started = utcnow()
         try:

@@ -340,6 +340,41 @@ def test_versions_queued_before_delivery_go_once_as_the_current_content_the_olde
     assert len(ehr.sent) == 1 and ehr.bodies[0]["active"] is False  # one PUT, with the current content
 
 
+def test_a_clinic_write_committed_while_a_request_is_in_flight_does_not_stop_the_delivery(app, db, ehr,
+                                                                                         add_destination, deliver):
+    # SQLite in WAL mode: a transaction that read before another writer committed can never write,
+    # so the engine must not hold its read transaction open while it waits on the destination
+    from service.auth import create_token
+
+    dest_id = add_destination(resource_types=["Patient"])
+
+    def clinic_writes_meanwhile(request):
+        with app.extensions["db_sessionmaker"]() as other:
+            create_token(other, "meanwhile", ["clinic:read"])
+            other.commit()
+        return ehr.accept(request)
+
+    ehr.then(clinic_writes_meanwhile)
+    deliver(dest_id)
+    assert only(db, dest_id).status == "delivered"
+
+
+def test_a_destination_removed_while_its_request_is_in_flight_ends_the_run_quietly(app, db, ehr, add_destination,
+                                                                                  deliver):
+    dest_id = add_destination(resource_types=["Patient"])
+
+    def removed_meanwhile(request):
+        with app.extensions["db_sessionmaker"]() as other:  # the operator's DELETE, committed mid-request
+            other.delete(other.get(models.Destination, dest_id))
+            other.commit()
+        return ehr.accept(request)
+
+    ehr.then(removed_meanwhile)
+    deliver(dest_id)  # no exception: the messages and their attempt log went with the destination
+    fresh(db)
+    assert db.get(models.Destination, dest_id) is None and outbox(db, dest_id) == []
+
+
 # --- Retry-After ---
 
 
