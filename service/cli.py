@@ -492,6 +492,24 @@ def sync_dead_letters(key: str, limit: int, as_json: bool) -> None:
              _when(r["created_at"]), r["last_error"]] for r in rows])
 
 
+@sync.command("waiting")
+@click.argument("key", metavar="NAME_OR_ID")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print the listing as the API gives it.")
+def sync_waiting(key: str, limit: int, as_json: bool) -> None:
+    """What holds each waiting lane of a destination up, oldest first, and why."""
+    from service.sync.status import waiting
+
+    with _session(_settings()) as db:
+        rows = waiting(db, _find_destination(db, key).id, limit)
+    if as_json:
+        _echo_json({"waiting": rows})
+        return
+    _table(["ID", "LANE", "RESOURCE", "STATUS", "ATTEMPTS", "NEXT", "BEHIND", "WHY"],
+           [[r["id"], r["lane"], f"{r['resource_type']}/{r['resource_id']}", r["status"], r["attempts"],
+             _when(r["next_attempt_at"]), r["behind"], r["last_error"] or ""] for r in rows])
+
+
 @sync.command("replay")
 @click.argument("key", metavar="NAME_OR_ID")
 @click.option("--id", "ids", multiple=True, type=click.IntRange(1), help="A dead letter's id (repeatable).")

@@ -41,7 +41,7 @@ class _Query(Schema):
     after = fields.Integer(validate=_ID)
 
 
-class DeadLetterQuery(_Query):
+class ListQuery(_Query):
     pass
 
 
@@ -158,9 +158,18 @@ def destination_status(key: str) -> Response:
 @bp.get("/destinations/<key>/dead-letters")
 @require_scope("admin")
 def dead_letters(key: str) -> Response:
-    dest, args = _destination(key), _args(DeadLetterQuery())
+    dest, args = _destination(key), _args(ListQuery())
     rows = status.dead_letters(get_session(), dest.id, args["limit"] + 1, args.get("after"))
     return _page("dead_letters", rows, args["limit"])
+
+
+@bp.get("/destinations/<key>/waiting")
+@require_scope("admin")
+def waiting(key: str) -> Response:
+    """What holds each waiting lane up (its oldest pending or in-flight message) and why."""
+    dest, args = _destination(key), _args(ListQuery())
+    rows = status.waiting(get_session(), dest.id, args["limit"] + 1, args.get("after"))
+    return _page("waiting", rows, args["limit"])
 
 
 @bp.post("/destinations/<key>/dead-letters/replay")

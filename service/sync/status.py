@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import distinct, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from service import models
 from service.sync import destinations, outbox
 
 __all__ = ["ATTEMPT_RESULTS", "MAX_LIMIT", "attempts", "coded_outcome", "dead_letters", "describe",
-           "destination_status"]
+           "destination_status", "waiting"]
 
 #: what a DeliveryAttempt's ``result`` can be (service/sync/engine.py)
 ATTEMPT_RESULTS = ("delivered", "unchanged", "retry", "dead", "deferred", "split")
@@ -72,6 +72,26 @@ def dead_letters(db: Session, dest_id: str, limit: int = 100, after_id: int | No
     if after_id is not None:
         query = query.where(out.id > after_id)
     return [_dead_letter(m) for m in db.scalars(query)]
+
+
+def waiting(db: Session, dest_id: str, limit: int = 100, after_id: int | None = None) -> list[dict[str, Any]]:
+    """What holds each waiting lane up: the lane's oldest pending or in-flight message (its head),
+    oldest first (id order), with why it waits (``last_error``: the last failure, or "waiting for
+    Type/id" a reference target) and when it goes next; ``behind`` counts the lane's messages after it.
+    ``after_id`` continues a listing."""
+    out, p = models.OutboxMessage, aliased(models.OutboxMessage)
+    heads = (select(func.min(p.id)).where(p.destination_id == dest_id, p.status.in_(outbox.ACTIVE))
+             .group_by(p.lane))
+    query = select(out).where(out.id.in_(heads)).order_by(out.id).limit(limit)
+    if after_id is not None:
+        query = query.where(out.id > after_id)
+    rows = list(db.scalars(query))
+    behind = dict(db.execute(select(out.lane, func.count()).where(
+        out.destination_id == dest_id, out.status.in_(outbox.ACTIVE), out.lane.in_([m.lane for m in rows]))
+        .group_by(out.lane)).all()) if rows else {}
+    return [_dead_letter(m) | {"status": m.status, "next_attempt_at": _iso(m.next_attempt_at),
+                               "lease_until": _iso(m.lease_until), "behind": behind.get(m.lane, 1) - 1}
+            for m in rows]
 
 
 def _dead_letter(m: models.OutboxMessage) -> dict[str, Any]:

@@ -423,6 +423,31 @@ def test_dead_letters_are_listed_oldest_first_with_codes_and_no_free_text(admin,
 
 
 @pytest.mark.postgres
+def test_waiting_lists_what_holds_each_lane_up_and_why(admin, db, clinic):
+    dest_id = admin.create()["id"]
+    queued = rows(db, dest_id)
+    lanes: dict[str, list] = {}
+    for m in queued:
+        lanes.setdefault(m.lane, []).append(m)
+    first, second = (lanes[lane] for lane in sorted(lanes, key=lambda lane: lanes[lane][0].id)[:2])
+    set_rows(db, [m.id for m in first[:2]], status="delivered")  # the lane's head is now its third message
+    later = datetime.now(UTC) + timedelta(minutes=3)
+    set_rows(db, [first[2].id], attempts=2, last_status=503, last_error="HTTP 503 (transient)",
+             next_attempt_at=later)
+    set_rows(db, [second[0].id], last_error=f"waiting for Practitioner/{first[0].resource_id}")
+
+    page = admin.get(f"/destinations/{dest_id}/waiting?limit=2").get_json()
+    head, other = page["waiting"]
+    assert (head["id"], head["lane"], head["status"], head["attempts"], head["last_error"]) == (
+        first[2].id, first[2].lane, "pending", 2, "HTTP 503 (transient)")
+    assert head["next_attempt_at"] == later.isoformat() and head["behind"] == len(first) - 3
+    assert (other["id"], other["last_error"]) == (second[0].id, f"waiting for Practitioner/{first[0].resource_id}")
+    rest = admin.client.get(page["next"], headers=admin.headers).get_json()["waiting"]
+    assert len(rest) == len(lanes) - 2 and all(r["id"] > other["id"] for r in rest)
+    assert "Avery" not in admin.get(f"/destinations/{dest_id}/waiting").get_data(as_text=True)  # no PHI
+
+
+@pytest.mark.postgres
 def test_replay_sends_the_chosen_dead_letters_again_or_all_of_them(admin, db, clinic):
     dest_id = admin.create()["id"]
     other_id = admin.post("/destinations", {"name": "other", "url": URL}).get_json()["id"]

@@ -224,6 +224,19 @@ def test_sync_dead_letters_and_replay(env, clinic, db):
     assert run(env, "sync", "replay", "ehr", "--id", "1", "--all").exit_code == 2
 
 
+def test_sync_waiting_shows_each_lane_head_and_why(env, clinic, db):
+    ok(env, "destination", "add", "--name", "ehr", "--url", URL)
+    head = outbox(db, shown(env)["id"])[0]
+    set_rows(db, [head.id], attempts=1, last_status=503, last_error="HTTP 503 (transient)")
+    table = ok(env, "sync", "waiting", "ehr").splitlines()
+    assert table[0].split() == ["ID", "LANE", "RESOURCE", "STATUS", "ATTEMPTS", "NEXT", "BEHIND", "WHY"]
+    assert table[1].split()[:5] == [str(head.id), head.lane, f"{head.resource_type}/{head.resource_id}", "pending",
+                                    "1"] and table[1].endswith("HTTP 503 (transient)")
+    listed = json.loads(ok(env, "sync", "waiting", "ehr", "--json"))["waiting"]
+    assert listed[0]["id"] == head.id
+    assert {w["lane"] for w in listed} == {m.lane for m in outbox(db, head.destination_id)}  # one head per lane
+
+
 def test_sync_attempts_newest_first_and_filtered(env, clinic, db):
     ok(env, "destination", "add", "--name", "ehr", "--url", URL)
     first, second = outbox(db, shown(env)["id"])[:2]
