@@ -34,14 +34,24 @@ class _Gunicorn(BaseApplication):
 
 def run(settings: Settings, host: str, port: int, workers: int, threads: int) -> None:
     """Serve until stopped (SIGTERM/SIGINT)."""
+    from service.gunicorn_worker import GuardedThreadWorker
+
+    # the worker processes are forked from this one: they see these class attributes
+    GuardedThreadWorker.header_timeout = settings.header_timeout
+    GuardedThreadWorker.body_timeout = settings.body_timeout
     _Gunicorn(settings, {
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        # gthread whose event loop reads request heads, so slow clients cannot hold the threads
+        "worker_class": "service.gunicorn_worker.GuardedThreadWorker",
+        "keepalive": 5,  # an idle kept-alive connection costs a socket for at most this long
+        "worker_connections": 1000,
         # gunicorn's access log would print paths with record ids; the app logs route patterns instead.
         "accesslog": None,
         "errorlog": "-",
+        # its error log quotes unparsable request lines and tracebacks' messages: redact (service/logs.py)
+        "logger_class": "service.logs.GunicornLogger",
         "timeout": 60,
         "graceful_timeout": 30,
         "forwarded_allow_ips": "127.0.0.1",

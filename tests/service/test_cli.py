@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from click.testing import CliRunner
 from service.cli import main
 from service.synthetic import clinic_lines
 from tests.factories import NURSE
+from tests.served import free_port, wait_ready
 
 
 @pytest.fixture
@@ -76,36 +75,26 @@ def test_synth_prints_import_ndjson(env):
     assert {json.loads(line)["type"] for line in lines} >= {"patients", "sessions", "administrations", "vitals"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_serve_runs_gunicorn_and_answers_over_http(tmp_path):
     exe = Path(sys.executable).with_name("ketamine-fhir")
     env = os.environ | {"KETAMINE_FHIR_DATA": str(tmp_path / "data")}
     env.pop("DATABASE_URL", None)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--workers", "1"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         banner = proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
         assert f"http://127.0.0.1:{port}" in banner and "token create" in banner
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        wait_ready(base)
         token = subprocess.run([str(exe), "token", "create", "--name", "t", "--scope", "*"], env=env,
                                capture_output=True, text=True, check=True).stdout.strip()
         headers = {"Authorization": f"Bearer {token}"}
         assert requests.get(f"{base}/api/v1/patients", timeout=5).status_code == 401
         response = requests.put(f"{base}/api/v1/practitioners/rn-cho", json=NURSE, headers=headers, timeout=5)
         assert response.status_code == 201
-        assert "gunicorn" in response.headers.get("Server", "")
+        assert "Server" not in response.headers  # no software banner (security review, finding 15)
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
