@@ -24,6 +24,12 @@ FHIR_CORE_SYSTEMS = {
     "http://terminology.hl7.org/CodeSystem/adverse-event-severity",
     "http://terminology.hl7.org/CodeSystem/condition-ver-status",
     "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+    # AuditEvent's own bindings (mappings/terminology.py, "audit_event")
+    "http://terminology.hl7.org/CodeSystem/audit-event-type",
+    "http://hl7.org/fhir/restful-interaction",
+    "http://dicom.nema.org/resources/ontology/DCM",
+    "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+    "http://terminology.hl7.org/CodeSystem/object-role",
 }
 
 

@@ -273,26 +273,26 @@ def _check_unique(db: Session, coll: Collection, record: dict[str, Any]) -> None
         other = db.scalar(select(models.Patient.id).where(models.Patient.mrn == record["mrn"],
                                                           models.Patient.id != rid))
         if other:
-            raise Conflict("MRN already in use", {"mrn": [f"MRN already belongs to patient {other!r}."]})
+            raise Conflict("MRN already in use", {"mrn": ["MRN already belongs to another patient."]})
         for i, ident in enumerate(record.get("identifiers") or []):
             owner = db.scalar(select(models.PatientIdentifier.patient_id).where(
                 models.PatientIdentifier.system == ident["system"], models.PatientIdentifier.value == ident["value"],
                 models.PatientIdentifier.patient_id != rid))
             if owner:
                 raise Conflict("identifier already in use",
-                               {f"identifiers.{i}": [f"Already identifies patient {owner!r}."]})
+                               {f"identifiers.{i}": ["Already identifies another patient."]})
     elif coll.name == "practitioners" and record.get("npi"):
         other = db.scalar(select(models.Practitioner.id).where(models.Practitioner.npi == record["npi"],
                                                                models.Practitioner.id != rid))
         if other:
-            raise Conflict("NPI already in use", {"npi": [f"NPI already belongs to practitioner {other!r}."]})
+            raise Conflict("NPI already in use", {"npi": ["NPI already belongs to another practitioner."]})
     elif coll.name == "sessions" and record.get("course_id") and record.get("number"):
         other = db.scalar(select(models.InfusionSession.id).where(
             models.InfusionSession.course_id == record["course_id"],
             models.InfusionSession.number == record["number"], models.InfusionSession.id != rid))
         if other:
             raise Conflict("session number already used",
-                           {"number": [f"Session {other!r} is number {record['number']} of this course."]})
+                           {"number": [f"Another session is number {record['number']} of this course."]})
 
 
 def _write_side_tables(db: Session, coll: Collection, record: dict[str, Any], replace: bool) -> None:

@@ -22,10 +22,12 @@ from flask import request as current_request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.auth import token_scopes
+from mappings.audit_event import Agent, agent_system
+from service.audit import set_agent
+from service.auth import token_name, token_scopes
 from service.db import get_session
 from service.fhir.outcomes import FhirError
-from service.fhir.scopes import INTERACTIONS, allows
+from service.fhir.scopes import EXPLICIT_ONLY, INTERACTIONS, allows
 from service.fhir.smart import hash_token, now
 from service.models import SmartAccessToken, SmartClient
 
@@ -40,15 +42,26 @@ def _unauthorized(diagnostics: str) -> FhirError:
 
 def scopes_of_token(session: Session, secret: str, at: datetime) -> frozenset[str] | None:
     """The scopes of a bearer token (SMART access token or static token), or None if it is not valid at ``at``."""
+    found = _identify(session, secret, at)
+    return found[0] if found is not None else None
+
+
+def _identify(session: Session, secret: str, at: datetime) -> tuple[frozenset[str], Agent] | None:
+    """The scopes of a valid bearer token and who holds it (the audit trail's agent, service/audit.py)."""
     row = session.execute(
-        select(SmartAccessToken.scopes, SmartAccessToken.expires_at)
+        select(SmartAccessToken.scopes, SmartAccessToken.expires_at, SmartClient.client_id, SmartClient.name)
         .join(SmartClient, SmartClient.client_id == SmartAccessToken.client_id)
         .where(SmartAccessToken.token_hash == hash_token(secret), SmartClient.revoked_at.is_(None))
     ).first()
     if row is not None:
-        return frozenset(row.scopes.split()) if row.expires_at > at else None
-    static = token_scopes(session, secret)
-    return frozenset(static) if static is not None else None
+        valid = row.expires_at > at
+        return (frozenset(row.scopes.split()), Agent("smart-clients", row.client_id, row.name)) if valid else None
+    static = token_scopes(session, secret, at)  # at: a static token's expiry is judged by the same clock
+    if static is None:
+        return None
+    # by name, not by hash: a previous secret still in its rotation grace period names the same token
+    name = token_name(session, secret, at)
+    return frozenset(static), Agent("api-tokens", name, name)
 
 
 def fhir_scopes(request: Request | None = None) -> frozenset[str]:
@@ -62,9 +75,14 @@ def fhir_scopes(request: Request | None = None) -> frozenset[str]:
     scheme, _, secret = req.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise _unauthorized("this request needs Authorization: Bearer <token> (see /.well-known/smart-configuration)")
-    scopes = scopes_of_token(get_session(), secret.strip(), now())
-    if scopes is None:
+    found = _identify(get_session(), secret.strip(), now())
+    if found is None:
         raise _unauthorized("the bearer token is unknown, revoked or expired")
+    scopes, agent = found
+    set_agent(agent)
+    # the Provenance of this request's writes names the client (service/fhir_store.py, mappings/provenance.py)
+    get_session().info["agent"] = {"system": agent_system(get_session().info["base_uri"], agent.kind),
+                                   "value": agent.value, "display": agent.name}
     g.fhir_scopes = scopes
     return scopes
 
@@ -80,7 +98,9 @@ def require(resource_type: str, interaction: str) -> frozenset[str]:
     scopes = fhir_scopes()
     if not allows(scopes, resource_type, interaction):
         needed = f"system/{resource_type}.{INTERACTIONS[interaction]}"
+        alternative = ("no wildcard grants it" if resource_type in EXPLICIT_ONLY
+                       else f"or system/*.{INTERACTIONS[interaction]}")
         raise FhirError(403, "forbidden", f"{interaction} on {resource_type} needs the scope {needed} "
-                                          f"(or system/*.{INTERACTIONS[interaction]}); granted: "
+                                          f"({alternative}); granted: "
                                           f"{' '.join(sorted(scopes)) or 'none'}")
     return scopes

@@ -8,7 +8,20 @@
   ``batch-response`` Bundle whose failed entries carry ``response.outcome``.
 
 Entries are processed in the spec's order (http.html#trules): DELETE, POST, PUT/PATCH, GET/HEAD, so
-the GETs of a transaction see its writes. Supported: POST (create, ``ifNoneExist``) and PUT (update
+the GETs of a transaction see its writes.
+
+**Locking and the GET entries (security review, finding 4).** No search runs under the database
+write lock. A transaction is checked first, before any work: every entry's scopes, every search's
+parameters (``parse_search``), every read and vread target (it must exist already: ids are
+server-assigned, so no entry of this transaction can create it). Then its writes run under the
+write lock and are committed, and only then do its GET entries run, each in its own SAVEPOINT of
+a fresh read transaction: they see the transaction's writes (and anything committed since). A
+GET entry that fails after the commit (a search that ran too long, 503; an answer over the size
+budget, 413) is answered in its own entry, because the writes are stored and a failed answer
+would make a client send them again; a transaction without writes fails as a whole instead. A
+batch works the same way: writes (each in a SAVEPOINT) under the lock, commit, then the GETs.
+Conditional references (below) take ``identifier=system|value`` only, an index lookup, since
+they are resolved under the lock. Supported: POST (create, ``ifNoneExist``) and PUT (update
 by id with ``ifMatch``, conditional update ``Type?identifier=...``) of the types
 :data:`service.fhir.writes.WRITABLE` takes, and GET (read, vread, search) of every served type.
 DELETE, PATCH and HEAD are answered 405, other types 404.
@@ -19,15 +32,22 @@ processed first, keeping the spec's order otherwise); a conditional reference
 (``Patient?identifier=system|value``, http.html#trules) is replaced by its single match, in both
 Bundle types (no match or several: 412 for that entry).
 
-Limits (issue 4, item 4): at most :data:`MAX_ENTRIES` entries and :func:`max_bundle_bytes` bytes;
-larger Bundles are answered 413 before any work.
+Limits (issue 4, item 4; security review, findings 4 and 5): at most :data:`MAX_ENTRIES` entries,
+:data:`MAX_SEARCHES` search entries and :func:`max_bundle_bytes` bytes, else 413 before any work;
+each search within ``SEARCH_SECONDS`` (service/fhir/search/query.py, else 503 ``timeout``); the
+whole answer within ``KETAMINE_FHIR_MAX_RESPONSE_BYTES``: in a batch the entry that would exceed it
+gets 413 in its own entry, a transaction that has not committed fails with 413 as a whole. An
+unexpected error in one batch entry is that entry's 500; the others keep their results. Lock
+contention (another writer holding the database) is answered 503 with Retry-After.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -40,14 +60,25 @@ from sqlalchemy.orm import Session
 
 from mappings.resources import MAPPED_TYPES
 from service import fhir_store, models
+from service.db import RETRY_AFTER_SECONDS, is_lock_contention
 from service.fhir import writes
 from service.fhir.outcomes import FhirError, operation_outcome
 from service.fhir.scopes import INTERACTIONS, allows
+from service.fhir.search import ResponseBudget, SearchRequest
+from service.fhir.tokens import version_number
 
-__all__ = ["MAX_ENTRIES", "BundleResult", "max_bundle_bytes", "process_bundle"]
+__all__ = ["MAX_ENTRIES", "MAX_SEARCHES", "BundleResult", "RawJSON", "max_bundle_bytes", "process_bundle"]
+
+log = logging.getLogger("ketamine_fhir.fhir.bundles")
 
 #: most entries one transaction or batch Bundle may hold (more: 413)
 MAX_ENTRIES = 500
+#: most search entries (``GET Type?...``) one Bundle may hold (more: 413 before any work): a
+#: Bundle of 25 heavy searches held the write lock 14 s (security review, finding 4)
+MAX_SEARCHES = 20
+#: the default answer budget when the caller gives none (KETAMINE_FHIR_MAX_RESPONSE_BYTES)
+DEFAULT_RESPONSE_BYTES = 32 * 1024 * 1024
+_WRITES = ("create", "update", "cupdate")
 #: a Bundle body may be this many times KETAMINE_FHIR_MAX_BODY_BYTES (4 MiB by default; more: 413)
 BODY_FACTOR = 4
 
@@ -84,6 +115,12 @@ class _Entry:
     if_none_exist: str | None = None
     if_match: str | None = None
     problem: FhirError | None = None  # answered for this entry (404/405), not a malformed Bundle
+    search: SearchRequest | None = None  # a transaction's search, parsed before any work
+
+    @property
+    def conditional(self) -> bool:
+        """A conditional create or update: it searches before it writes."""
+        return (self.kind == "create" and bool(self.if_none_exist)) or self.kind == "cupdate"
 
     @property
     def interaction(self) -> str | None:
@@ -93,11 +130,34 @@ class _Entry:
 
 @dataclass
 class BundleResult:
-    """The answer: HTTP status and body (a response Bundle or an OperationOutcome)."""
+    """The answer: HTTP status and body (a response Bundle or an OperationOutcome); stored
+    resources in it are :class:`RawJSON`, serialised by :meth:`to_json`."""
 
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The body as compact JSON, stored resources spliced in as stored: parsing them into
+        Python objects took several times their size in memory (security review, finding 5)."""
+        raws: list[str] = []
+        nonce = secrets.token_hex(8)  # JSON escapes NUL, so no value of the body can look like a marker
+
+        def marker(value: Any) -> str:
+            if not isinstance(value, RawJSON):
+                raise TypeError(f"{type(value).__name__} is not JSON")
+            raws.append(value.text)
+            return f"\x00{nonce}:{len(raws) - 1}\x00"
+
+        out = json.dumps(self.body, separators=(",", ":"), ensure_ascii=False, default=marker)
+        return re.sub(r'"\\u0000' + nonce + r':(\d+)\\u0000"', lambda m: raws[int(m[1])], out)
+
+
+@dataclass(frozen=True)
+class RawJSON:
+    """Stored resource JSON, put into an answer without being parsed."""
+
+    text: str
 
 
 def _bad(diagnostics: str, expression: str | None = None) -> FhirError:
@@ -276,6 +336,7 @@ class _Run:
     scopes: frozenset[str]
     prefer: str
     transaction: bool
+    budget: ResponseBudget
     resolved: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, entry: _Entry) -> dict[str, Any]:
@@ -300,8 +361,13 @@ class _Run:
         self.allow(rtype, "search")
         from service.fhir.search import parse_search, run_search
 
+        criteria = parse_qsl(query, keep_blank_values=True)
+        if len(criteria) != 1 or criteria[0][0] != "identifier" or not criteria[0][1]:
+            # resolved under the write lock: an index lookup only (as conditional writes, writes.py)
+            raise FhirError(400, "not-supported", f"the conditional reference {rtype}?{query[:100]} must be "
+                            "identifier=system|value (one identifier)", [f"{rtype}.reference"])
         self.visible()
-        params = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "_count"] + [("_count", "2")]
+        params = [*criteria, ("_count", "2")]
         ids = [row.id for row in run_search(self.db, parse_search(rtype, params, True)).resources]
         if len(ids) != 1:
             raise FhirError(412, "not-found" if not ids else "multiple-matches",
@@ -328,6 +394,8 @@ class _Run:
         interaction = entry.interaction
         assert interaction is not None
         self.allow(entry.resource_type, interaction)
+        if entry.conditional:
+            self.allow(entry.resource_type, "search")  # a conditional write is a search (finding 1)
         if entry.kind in ("create", "update", "cupdate"):
             return self.write(entry)
         return self.read(entry)
@@ -350,23 +418,33 @@ class _Run:
         if outcome.status == 201:
             response["location"] = f"{rtype}/{stored.id}/_history/{stored.version_id}"
         out: dict[str, Any] = {"fullUrl": f"{self.base}/{rtype}/{stored.id}"}
-        if "return=representation" in self.prefer:
-            out["resource"] = json.loads(stored.content)
+        if "return=representation" in self.prefer and writes.shows_resource(
+                outcome.status, allows(self.scopes, rtype, "read")):
+            self.budget.spend(len(stored.content))
+            out["resource"] = RawJSON(stored.content)
         elif "return=OperationOutcome" in self.prefer:
             response["outcome"] = operation_outcome("information", "informational", f"{rtype}/{stored.id} stored")
         out["response"] = response
         return out
 
-    def searchset(self, rtype: str, params: list[tuple[str, str]], strict: bool) -> dict[str, Any]:
+    def parse(self, entry: _Entry) -> SearchRequest:
+        """The entry's search, parsed (400 for bad parameters)."""
+        from service.fhir.search import parse_search
+
+        if entry.search is None:
+            strict = "handling=strict" in self.prefer.replace(" ", "")
+            entry.search = parse_search(entry.resource_type, parse_qsl(entry.query, keep_blank_values=True), strict)
+        return entry.search
+
+    def searchset(self, rtype: str, search: SearchRequest) -> dict[str, Any]:
         """search-type inside a Bundle: a searchset Bundle (R4 search.html) with total and a self link;
         further pages are fetched with GET on its ``next`` link."""
         from urllib.parse import quote
 
-        from service.fhir.search import PAGE_TOKEN_PARAM, apply_elements, parse_search, run_search
+        from service.fhir.search import PAGE_TOKEN_PARAM, apply_elements, run_search
 
         self.visible()
-        search = parse_search(rtype, params, strict)
-        result = run_search(self.db, search, search.page_token)
+        result = run_search(self.db, search, search.page_token, budget=self.budget)
 
         def link(relation: str, token: str | None = None) -> dict[str, str]:
             pairs = list(search.applied) + ([(PAGE_TOKEN_PARAM, token)] if token else [])
@@ -379,11 +457,11 @@ class _Run:
         bundle["link"] = [link("self", search.page_token)] + ([link("next", result.next)] if result.next else [])
         found = []
         for row in result.resources:
-            content = json.loads(row.content)
-            found.append({"fullUrl": f"{self.base}/{row.resource_type}/{row.id}",
-                          "resource": content if search.elements is None else apply_elements(content, search.elements),
+            content = RawJSON(row.content) if search.elements is None else apply_elements(
+                json.loads(row.content), search.elements)
+            found.append({"fullUrl": f"{self.base}/{row.resource_type}/{row.id}", "resource": content,
                           "search": {"mode": "match"}})
-        found += [{"fullUrl": f"{self.base}/{row.resource_type}/{row.id}", "resource": json.loads(row.content),
+        found += [{"fullUrl": f"{self.base}/{row.resource_type}/{row.id}", "resource": RawJSON(row.content),
                    "search": {"mode": "include"}} for row in result.included
                   if allows(self.scopes, row.resource_type, "read")]
         if found:
@@ -393,25 +471,54 @@ class _Run:
     def read(self, entry: _Entry) -> dict[str, Any]:
         rtype, rid = entry.resource_type, entry.resource_id
         if entry.kind == "search":
-            params = parse_qsl(entry.query, keep_blank_values=True)
-            strict = "handling=strict" in self.prefer.replace(" ", "")
-            return {"resource": self.searchset(rtype, params, strict), "response": {"status": "200 OK"}}
+            return {"resource": self.searchset(rtype, self.parse(entry)), "response": {"status": "200 OK"}}
         self.db.flush()
+        row = self.target(entry)
+        self.budget.spend(len(row.content))
+        return {"fullUrl": f"{self.base}/{rtype}/{rid}", "resource": RawJSON(row.content),
+                "response": {"status": "200 OK", "etag": f'W/"{row.version_id}"',
+                             "lastModified": _instant(row.last_updated)}}
+
+
+    def target(self, entry: _Entry) -> Any:
+        """The stored resource (read) or version (vread) an entry names.
+
+        :raise FhirError: 404 unknown (a version id too large for the database included), 410 deleted
+        """
+        rtype, rid = entry.resource_type, entry.resource_id
         row: Any
         if entry.kind == "read":
             row = self.db.get(models.FhirResource, (rtype, rid))
             label = f"{rtype}/{rid}"
         else:
-            version = entry.version_id or ""
-            row = self.db.get(models.FhirResourceVersion, (rtype, rid, int(version))) if version.isdigit() else None
-            label = f"version {version} of {rtype}/{rid}"
+            number = version_number(entry.version_id)
+            row = self.db.get(models.FhirResourceVersion, (rtype, rid, number)) if number is not None else None
+            label = f"version {(entry.version_id or '')[:32]} of {rtype}/{rid}"
         if row is None:
             raise FhirError(404, "not-found", f"{label} is not known")
         if row.deleted:
             raise FhirError(410, "deleted", f"{label} was deleted")
-        return {"fullUrl": f"{self.base}/{rtype}/{rid}", "resource": json.loads(row.content),
-                "response": {"status": "200 OK", "etag": f'W/"{row.version_id}"',
-                             "lastModified": _instant(row.last_updated)}}
+        return row
+
+    def check(self, entry: _Entry) -> None:
+        """A transaction's entry, before any work: its problem, scopes, search parameters and
+        read target (an existing resource: this transaction cannot create it, ids are ours; a
+        vread of a version it creates is checked when it runs)."""
+        if entry.problem is not None:
+            raise entry.problem
+        assert entry.interaction is not None
+        self.allow(entry.resource_type, entry.interaction)
+        if entry.conditional:
+            self.allow(entry.resource_type, "search")
+        if entry.kind == "search":
+            self.parse(entry)
+        elif entry.kind == "read":
+            self.target(entry)
+        elif entry.kind == "vread":
+            current = self.db.get(models.FhirResource, (entry.resource_type, entry.resource_id))
+            number = version_number(entry.version_id)
+            if current is None or number is None or number <= current.version_id:
+                self.target(entry)
 
 
 def _status(code: int) -> str:
@@ -436,66 +543,138 @@ def _conflict(entry: _Entry) -> FhirError:
     return FhirError(409, "conflict", f"a concurrent write conflicted with this {entry.resource_type}")
 
 
-def process_bundle(db: Session, raw: bytes, *, base: str, scopes: frozenset[str], prefer: str) -> BundleResult:
-    """Process a transaction or batch Bundle (R4 http.html#transaction) and commit it.
+def process_bundle(db: Session, raw: bytes, *, base: str, scopes: frozenset[str], prefer: str,
+                   max_response_bytes: int = DEFAULT_RESPONSE_BYTES) -> BundleResult:
+    """Process a transaction or batch Bundle (R4 http.html#transaction) and commit it (see the
+    module docstring for the order of work and the locking).
 
     :param base: this server's FHIR base URL (for ``fullUrl`` and absolute ``request.url``)
     :param scopes: the bearer token's scopes; each entry's interaction is checked against them
     :param prefer: the ``Prefer`` header (``return=minimal|representation|OperationOutcome``)
-    :raise FhirError: 400 malformed Bundle, 413 too many entries; for a transaction, the first
-        failing entry's error (nothing is stored)
+    :param max_response_bytes: the answer's budget (KETAMINE_FHIR_MAX_RESPONSE_BYTES)
+    :raise FhirError: 400 malformed Bundle, 413 too many entries or searches; for a transaction, the
+        first failing entry's error (nothing is stored)
     """
     body = _parse_json(raw)
     _validate_shell(body)
     transaction = body["type"] == "transaction"
     entries = [_parse_entry(i, e, base) for i, e in enumerate(body.get("entry", []))]
+    searches = sum(e.kind == "search" for e in entries)
+    if searches > MAX_SEARCHES:
+        raise FhirError(413, "too-costly", f"a Bundle may hold at most {MAX_SEARCHES} searches; this one has "
+                        f"{searches}: split it", ["Bundle.entry"])
     if transaction:
         full_urls = [e.full_url for e in entries if e.full_url]
         if len(full_urls) != len(set(full_urls)):
             raise _bad("two entries share a fullUrl (bdl-7)", "Bundle.entry.fullUrl")
-    run = _Run(db, base, scopes, prefer, transaction)
+    run = _Run(db, base, scopes, prefer, transaction, ResponseBudget(max_response_bytes))
     order = _order(entries, transaction)
-    if transaction:
-        for entry in entries:  # refuse before any work: a forbidden entry fails the whole transaction
-            if entry.problem is None and entry.interaction is not None:
-                try:
-                    run.allow(entry.resource_type, entry.interaction)
-                except FhirError as exc:
-                    raise _at_entry(exc, entry) from None
-    if any(e.kind in ("create", "update", "cupdate") and e.problem is None for e in entries):
-        writes.take_write_lock(db)
+    changes = [e for e in order if e.kind not in ("read", "vread", "search")]
+    gets = [e for e in order if e.kind in ("read", "vread", "search")]
     answers: dict[int, dict[str, Any]] = {}
     if transaction:
-        for entry in order:
+        for entry in entries:  # refuse before any work: one bad entry fails the whole transaction
             try:
-                answers[entry.index] = run.run(entry)
+                run.check(entry)
             except FhirError as exc:
-                db.rollback()
                 raise _at_entry(exc, entry) from None
-            except (IntegrityError, OperationalError):
-                db.rollback()
-                raise _at_entry(_conflict(entry), entry) from None
+        _transaction_writes(run, changes, answers)
     else:
-        for entry in order:
-            try:
-                with db.begin_nested():
-                    answer = run.run(entry)
-                    # finish the entry inside its SAVEPOINT: a later entry's rolled-back SAVEPOINT
-                    # drops the session's pending mapping work (service/fhir_store.py)
-                    fhir_store.flush_pending(db)
-                answers[entry.index] = answer
-            except FhirError as exc:
-                answers[entry.index] = _failed(_at_entry(exc, entry))
-            except (IntegrityError, OperationalError):
-                answers[entry.index] = _failed(_at_entry(_conflict(entry), entry))
-    try:
-        db.commit()
-    except (IntegrityError, OperationalError):
-        db.rollback()
-        raise FhirError(409, "conflict", "a concurrent write conflicted with this Bundle; nothing was stored") from None
+        _batch_writes(run, changes, answers)
+    wrote = any(e.kind in _WRITES for e in changes)
+    for entry in gets:  # after the commit, outside the write lock
+        _get(run, entry, answers, fail_whole=transaction and not wrote)
+    db.commit()  # ends the read transaction
     response_type = "transaction-response" if transaction else "batch-response"
     return BundleResult(200, {"resourceType": "Bundle", "type": response_type,
                               "entry": [answers[e.index] for e in entries]})
+
+
+def _lock_error() -> FhirError:
+    """503 ``lock-error`` for one batch entry: another writer holds the database (PostgreSQL row
+    locks; on SQLite the Bundle holds the write lock, so only taking it can fail, answered by views.py)."""
+    return FhirError(503, "lock-error", "the database is busy (locked by another write); retry after a few "
+                     "seconds", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _commit(db: Session) -> None:
+    """Commit the writes; lock contention is a 503 (views.py), other failures a 409."""
+    try:
+        db.commit()
+    except (IntegrityError, OperationalError) as exc:
+        db.rollback()
+        if is_lock_contention(exc):
+            raise
+        raise FhirError(409, "conflict", "a concurrent write conflicted with this Bundle; nothing was stored") from None
+
+
+def _transaction_writes(run: _Run, changes: list[_Entry], answers: dict[int, dict[str, Any]]) -> None:
+    """A transaction's writes, all or nothing, under the write lock; committed."""
+    db = run.db
+    if not changes:
+        return
+    writes.take_write_lock(db)
+    for entry in changes:
+        try:
+            answers[entry.index] = run.run(entry)
+        except FhirError as exc:
+            db.rollback()
+            raise _at_entry(exc, entry) from None
+        except (IntegrityError, OperationalError) as exc:
+            db.rollback()
+            if is_lock_contention(exc):
+                raise
+            raise _at_entry(_conflict(entry), entry) from None
+    _commit(db)
+
+
+def _batch_writes(run: _Run, changes: list[_Entry], answers: dict[int, dict[str, Any]]) -> None:
+    """A batch's writes (and unsupported entries), each alone in a SAVEPOINT, under the write lock; committed."""
+    db = run.db
+    if any(e.kind in _WRITES and e.problem is None for e in changes):
+        writes.take_write_lock(db)
+    for entry in changes:
+        _batch_entry(run, entry, answers)
+    _commit(db)
+
+
+def _batch_entry(run: _Run, entry: _Entry, answers: dict[int, dict[str, Any]]) -> None:
+    """One entry in its own SAVEPOINT; whatever goes wrong stays in its answer."""
+    db, spent = run.db, run.budget.used
+    try:
+        with db.begin_nested():
+            answer = run.run(entry)
+            # finish the entry inside its SAVEPOINT: a later entry's rolled-back SAVEPOINT
+            # drops the session's pending mapping work (service/fhir_store.py)
+            fhir_store.flush_pending(db)
+        answers[entry.index] = answer
+        return
+    except FhirError as exc:
+        failure = exc
+    except (IntegrityError, OperationalError) as exc:
+        failure = _lock_error() if is_lock_contention(exc) else _conflict(entry)
+    except Exception as exc:
+        # The batch boundary (R4 http.html#transaction: batch entries succeed or fail alone): an
+        # unexpected error in one entry must not turn the others' stored results into a 500. Its
+        # SAVEPOINT is rolled back; only the class is logged, the message may hold request data.
+        log.error("batch entry %d failed: %s", entry.index, type(exc).__name__)
+        failure = FhirError(500, "exception", "this entry failed on the server; the other entries were processed")
+    run.budget.used = spent  # the failed entry's answer is an OperationOutcome, not what it loaded
+    answers[entry.index] = _failed(_at_entry(failure, entry))
+
+
+def _get(run: _Run, entry: _Entry, answers: dict[int, dict[str, Any]], *, fail_whole: bool) -> None:
+    """One GET entry after the writes, in its own SAVEPOINT (a timed-out PostgreSQL statement
+    aborts only it). ``fail_whole``: a transaction that wrote nothing fails as a whole."""
+    if not fail_whole:
+        _batch_entry(run, entry, answers)
+        return
+    try:
+        with run.db.begin_nested():
+            answers[entry.index] = run.run(entry)
+    except FhirError as exc:
+        run.db.rollback()
+        raise _at_entry(exc, entry) from None
 
 
 def _failed(exc: FhirError) -> dict[str, Any]:

@@ -43,12 +43,31 @@ def _resource(resource_type: str, search_params: dict[str, Any]) -> dict[str, An
     return out
 
 
+def _audit_resource() -> dict[str, Any]:
+    """AuditEvent (service/fhir/audit_views.py): read and search only, behind system/AuditEvent.rs."""
+    from service.fhir.audit_views import SEARCH_PARAMS as AUDIT_PARAMS  # late: audit_views imports the views
+
+    return {
+        "type": "AuditEvent",
+        "documentation": "The audit trail of every access to patient data; append-only. Needs the scope "
+                         "system/AuditEvent.rs (no wildcard scope grants it)",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "versioning": "no-version",
+        "readHistory": False,
+        "updateCreate": False,
+        "conditionalCreate": False,
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": [{"name": name, "type": kind} for name, kind in AUDIT_PARAMS.items()],
+    }
+
+
 def capability_statement(base_url: str, software_version: str, search_params: dict[str, dict[str, Any]],
                          token_url: str | None, date: str) -> dict[str, Any]:
     """The statement for a server at ``base_url``; ``search_params`` per type (may be empty)."""
     rest: dict[str, Any] = {
         "mode": "server",
-        "resource": [_resource(t, search_params.get(t, {})) for t in MAPPED_TYPES],
+        "resource": [*(_resource(t, search_params.get(t, {})) for t in MAPPED_TYPES), _audit_resource()],
         # system interactions: POST [base] with a transaction or batch Bundle (service/fhir/bundles.py)
         "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
     }

@@ -17,7 +17,8 @@ letter      SMART v2 meaning         FHIR R4 interactions (http.html) it allows
 SMART v1 scopes are accepted for older clients: ``.read`` = ``rs``, ``.write`` = ``cud``, ``.*`` =
 ``cruds`` (the v2 page's "Scopes for requesting FHIR resources", backwards compatibility). The bare
 scope ``*`` is this service's operator scope (``ketamine-fhir token create --scope '*'``): it allows
-everything, everywhere. Scope query parameters (``system/Observation.rs?category=...``) are not
+everything, everywhere, except the audit trail (:data:`EXPLICIT_ONLY`: only ``system/AuditEvent.*``
+scopes allow AuditEvent). Scope query parameters (``system/Observation.rs?category=...``) are not
 supported and do not parse. Only ``system/`` scopes are used here: the service has no user or patient
 launch context, so ``user/`` and ``patient/`` scopes do not parse either.
 """
@@ -29,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = [
+    "EXPLICIT_ONLY",
     "INTERACTIONS",
     "OPERATOR",
     "ScopeError",
@@ -41,6 +43,11 @@ __all__ = [
 
 #: The operator scope: every interaction on every type (and every clinic API endpoint).
 OPERATOR = "*"
+
+#: Types that no wildcard grants, neither ``system/*.rs`` nor the operator ``*``: the audit trail
+#: (issue 10) needs a scope naming it (``system/AuditEvent.rs``), so that a token made for an EHR's
+#: clinical reads, or an operator token, cannot read who accessed what.
+EXPLICIT_ONLY = frozenset({"AuditEvent"})
 
 #: FHIR interaction -> the SMART v2 permission letter that allows it.
 INTERACTIONS = {
@@ -117,9 +124,11 @@ def allows(scopes: Iterable[str], resource_type: str, interaction: str) -> bool:
     if interaction not in INTERACTIONS:
         raise ValueError(f"unknown FHIR interaction {interaction!r}; known: {', '.join(INTERACTIONS)}")
     scopes = list(scopes)
+    letter = INTERACTIONS[interaction]
+    if resource_type in EXPLICIT_ONLY:
+        return any(s.resource_type == resource_type and letter in s.permissions for s in _parsed(scopes))
     if OPERATOR in scopes:
         return True
-    letter = INTERACTIONS[interaction]
     return any(s.covers(resource_type) and letter in s.permissions for s in _parsed(scopes))
 
 
@@ -140,7 +149,8 @@ def grant(requested: Iterable[str], allowed: Iterable[str]) -> list[str]:
         wanted = parse_scope(text)
         perms: set[str] = set()
         for have in allowed_scopes:
-            if have.resource_type == "*" or have.resource_type == wanted.resource_type:
+            wildcard = have.resource_type == "*" and wanted.resource_type not in EXPLICIT_ONLY
+            if wildcard or have.resource_type == wanted.resource_type:
                 perms |= have.permissions
         kept = SystemScope(wanted.resource_type, frozenset(wanted.permissions & perms))
         if kept.permissions and str(kept) not in granted:

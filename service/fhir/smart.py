@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from service.db import get_session
 from service.fhir.scopes import ScopeError, grant, parse_scope
 from service.models import SmartAccessToken, SmartAssertionJti, SmartClient
+from service.urls import external
 
 __all__ = [
     "ACCESS_TOKEN_SECONDS",
@@ -57,7 +58,8 @@ CLOCK_SKEW_SECONDS = 60
 ALGORITHMS = {"RS384": "RSA", "ES384": "EC"}  # alg -> the JWK kty it needs
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CAPABILITIES = ["client-confidential-asymmetric", "permission-v2"]
-SCOPES_SUPPORTED = ["system/*.rs", "system/*.cruds", "system/*.read", "system/*.write"]
+SCOPES_SUPPORTED = ["system/*.rs", "system/*.cruds", "system/*.read", "system/*.write",
+                    "system/AuditEvent.rs"]  # the audit trail: no wildcard grants it (service/fhir/scopes.py)
 TOKEN_PREFIX = "kfs_"
 _MAX_ASSERTION_CHARS = 16_384
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")  # RFC 7518 §6.2.2, §6.3.2, §6.4
@@ -333,8 +335,8 @@ def _purge_expired(session: Session, at: datetime) -> None:
 
 
 def token_endpoint() -> str:
-    """The token endpoint's absolute URL, from the request's host URL (needs a request context)."""
-    return url_for("smart.token", _external=True)
+    """The token endpoint's absolute URL on the configured public URL (never the Host header)."""
+    return external(url_for("smart.token"))
 
 
 def security_component(token_url: str) -> dict[str, Any]:
@@ -373,6 +375,9 @@ def token():
     except OAuthError as exc:
         session.rollback()
         body, status = {"error": exc.error, "error_description": exc.description}, exc.status
+    from service import audit
+
+    audit.login(request.form.get("client_assertion"), status)  # every token request, issued or refused
     response = jsonify(body)
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"

@@ -6,8 +6,8 @@ Every error is an OperationOutcome (service/fhir/outcomes.py), answered in one p
 
 from __future__ import annotations
 
-import base64
 import json
+import re
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -16,12 +16,15 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import and_, or_, select
 
 from mappings.resources import MAPPED_TYPES
+from service.audit import note
 from service.db import get_session
 from service.fhir import writes
 from service.fhir.capability import capability_statement
 from service.fhir.http import bundle_response, entry, negotiate, resource_response
 from service.fhir.outcomes import FhirError
+from service.fhir.tokens import sign, unsign, version_number
 from service.models import FhirResource, FhirResourceVersion
+from service.urls import external, request_url
 
 __all__ = ["bp"]
 
@@ -48,7 +51,7 @@ def _known_type(resource_type: str) -> str:
 
 
 def _base() -> str:
-    return request.host_url.rstrip("/") + bp.url_prefix
+    return external(bp.url_prefix)
 
 
 def _current(resource_type: str, resource_id: str) -> FhirResource:
@@ -80,7 +83,9 @@ def _search_params() -> dict[str, dict[str, Any]]:
 
 
 def _token_url() -> str | None:
-    return request.host_url.rstrip("/") + "/auth/token" if "smart.token" in current_app.view_functions else None
+    from service.fhir.smart import token_endpoint
+
+    return token_endpoint() if "smart.token" in current_app.view_functions else None
 
 
 @bp.get("/<resource_type>/<resource_id>")
@@ -97,9 +102,10 @@ def read(resource_type: str, resource_id: str) -> Response:
 def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     """vread (R4 http.html#vread); a deleted version answers 410."""
     authorize(_known_type(resource_type), "vread")
-    if not version_id.isdigit():
-        raise FhirError(404, "not-found", f"version {version_id!r} of {resource_type}/{resource_id} is not known")
-    row = get_session().get(FhirResourceVersion, (resource_type, resource_id, int(version_id)))
+    number = version_number(version_id)
+    if number is None:
+        raise FhirError(404, "not-found", f"version {version_id[:32]!r} of {resource_type}/{resource_id} is not known")
+    row = get_session().get(FhirResourceVersion, (resource_type, resource_id, number))
     if row is None:
         raise FhirError(404, "not-found", f"version {version_id} of {resource_type}/{resource_id} is not known")
     if row.deleted:
@@ -107,7 +113,7 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     return resource_response(row.content, row.version_id, row.last_updated)
 
 
-def _history_args() -> tuple[datetime | None, int, tuple[str, str, int] | None]:
+def _history_args(scope: str) -> tuple[datetime | None, int, tuple[datetime, str, int] | None]:
     since_raw = request.args.get("_since")
     since = None
     if since_raw:
@@ -123,28 +129,43 @@ def _history_args() -> tuple[datetime | None, int, tuple[str, str, int] | None]:
         raise FhirError(400, "invalid", "_count must be a whole number", ["_count"]) from None
     if count < 1:
         raise FhirError(400, "invalid", "_count must be at least 1", ["_count"])
-    return since, min(count, MAX_HISTORY_COUNT), _decode_page(request.args.get("_page"))
+    return since, min(count, MAX_HISTORY_COUNT), _decode_page(request.args.get("_page"), scope)
 
 
-def _decode_page(token: str | None) -> tuple[str, str, int] | None:
-    """The position after which a history page starts: (lastUpdated, id, version)."""
+#: what a history ``_page`` token is signed for (service/fhir/tokens.py)
+_HISTORY_TOKEN = "history page token"
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def _decode_page(token: str | None, scope: str) -> tuple[datetime, str, int] | None:
+    """The position after which a history page starts: (lastUpdated, id, version), from a token we
+    signed for this same history (``scope``: ``Type/id`` or ``Type``). Anything else is a 400: the
+    token used to be unsigned base64, and a forged one reached the database (a 500, finding 10)."""
     if not token:
         return None
     try:
-        stamp, rid, version = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        return str(stamp), str(rid), int(version)
-    except (ValueError, TypeError):
-        raise FhirError(400, "invalid", "the _page token is not one this server issued", ["_page"]) from None
+        state = unsign(get_session(), _HISTORY_TOKEN, token)
+        if not isinstance(state, dict) or set(state) != {"u", "i", "v", "h"} or state["h"] != scope:
+            raise ValueError("fields")
+        stamp, rid, version = datetime.fromisoformat(state["u"]), state["i"], state["v"]
+        if stamp.tzinfo is None or not (isinstance(rid, str) and _ID.fullmatch(rid)) or type(version) is not int \
+                or version_number(str(version)) is None:
+            raise ValueError("values")
+    except (ValueError, TypeError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise FhirError(400, "invalid", "the _page token is not one this server issued for this history",
+                        ["_page"]) from None
+    return stamp, rid, version
 
 
-def _encode_page(row: FhirResourceVersion) -> str:
-    raw = json.dumps([row.last_updated.isoformat(), row.id, row.version_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def _encode_page(row: FhirResourceVersion, scope: str) -> str:
+    return sign(get_session(), _HISTORY_TOKEN,
+                {"u": row.last_updated.isoformat(), "i": row.id, "v": row.version_id, "h": scope})
 
 
 def _history(resource_type: str, resource_id: str | None) -> Response:
     """A history Bundle, newest first; paging by keyset so concurrent writes never shift a page."""
-    since, count, after = _history_args()
+    scope = resource_type if resource_id is None else f"{resource_type}/{resource_id}"
+    since, count, after = _history_args(scope)
     v = FhirResourceVersion
     query = select(v).where(v.resource_type == resource_type)
     if resource_id is not None:
@@ -152,19 +173,31 @@ def _history(resource_type: str, resource_id: str | None) -> Response:
     if since is not None:
         query = query.where(v.last_updated >= since)
     if after is not None:
-        stamp, rid, version = datetime.fromisoformat(after[0]), after[1], after[2]
+        stamp, rid, version = after
         query = query.where(or_(v.last_updated < stamp, and_(v.last_updated == stamp, or_(
             v.id > rid, and_(v.id == rid, v.version_id < version)))))
-    rows = list(get_session().scalars(query.order_by(v.last_updated.desc(), v.id, v.version_id.desc())
-                                      .limit(count + 1)))
+    rows = []
+    budget = _budget()
+    for row in get_session().scalars(query.order_by(v.last_updated.desc(), v.id, v.version_id.desc())
+                                      .limit(count + 1).execution_options(yield_per=50)):
+        budget.spend(len(row.content or ""))
+        rows.append(row)
     more, rows = len(rows) > count, rows[:count]
-    links = [{"relation": "self", "url": request.url}]
+    note((r.resource_type, r.id) for r in rows)  # the audit trail: what was served
+    links = [{"relation": "self", "url": request_url()}]
     if more:
-        args = request.args.to_dict() | {"_page": _encode_page(rows[-1])}
-        links.append({"relation": "next", "url": f"{request.base_url}?" + "&".join(
+        args = request.args.to_dict() | {"_page": _encode_page(rows[-1], scope)}
+        links.append({"relation": "next", "url": f"{external(request.path)}?" + "&".join(
             f"{k}={_quote(val)}" for k, val in args.items())})
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "link": links}
     return bundle_response(head, (_history_entry(r) for r in rows))
+
+
+def _budget() -> Any:
+    """The byte budget of this request's answer (KETAMINE_FHIR_MAX_RESPONSE_BYTES, finding 5)."""
+    from service.fhir.search import ResponseBudget
+
+    return ResponseBudget(current_app.config["SETTINGS"].max_response_bytes)
 
 
 def _quote(value: str) -> str:
@@ -210,7 +243,7 @@ def _search(resource_type: str, params: list[tuple[str, str]]) -> Response:
 
     strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
     search = parse_search(resource_type, [(k, v) for k, v in params if k not in _HTTP_PARAMS], strict)
-    result = run_search(get_session(), search, search.page_token)
+    result = run_search(get_session(), search, search.page_token, budget=_budget())
     scopes = fhir_scopes()
 
     def link(relation: str, token: str | None = None) -> dict[str, str]:
@@ -233,8 +266,10 @@ def _search(resource_type: str, params: list[tuple[str, str]]) -> Response:
 
     entries = [entry(f"{_base()}/{r.resource_type}/{r.id}", content(r), {"search": {"mode": "match"}})
                for r in result.resources]
+    included = [r for r in result.included if allows(scopes, r.resource_type, "read")]
     entries += [entry(f"{_base()}/{r.resource_type}/{r.id}", r.content, {"search": {"mode": "include"}})
-                for r in result.included if allows(scopes, r.resource_type, "read")]
+                for r in included]
+    note((r.resource_type, r.id) for r in [*result.resources, *included])  # the audit trail: what was served
     return bundle_response(head, entries)
 
 
@@ -265,21 +300,32 @@ def create(resource_type: str) -> Response:
     """create / conditional create (Patient, Practitioner, ServiceRequest)."""
     _writable(resource_type)
     authorize(resource_type, "create")
-    return writes.create(get_session(), resource_type)
+    if request.headers.get("If-None-Exist"):
+        authorize(resource_type, "search")  # a conditional create is a search: its answer says who matched
+    return writes.create(get_session(), resource_type, _may_read(resource_type))
 
 
 @bp.put("/<resource_type>")
 def conditional_update(resource_type: str) -> Response:
     _writable(resource_type)
     authorize(resource_type, "update")
-    return writes.update(get_session(), resource_type, None)
+    authorize(resource_type, "search")  # a conditional update is a search (created or matched tells)
+    return writes.update(get_session(), resource_type, None, _may_read(resource_type))
 
 
 @bp.put("/<resource_type>/<resource_id>")
 def update(resource_type: str, resource_id: str) -> Response:
     _writable(resource_type)
     authorize(resource_type, "update")
-    return writes.update(get_session(), resource_type, resource_id)
+    return writes.update(get_session(), resource_type, resource_id, _may_read(resource_type))
+
+
+def _may_read(resource_type: str) -> bool:
+    """Whether a write may answer the stored resource: only to a token that could read it."""
+    from service.fhir.access import fhir_scopes
+    from service.fhir.scopes import allows
+
+    return allows(fhir_scopes(), resource_type, "read")
 
 
 @bp.post("/")
@@ -287,16 +333,16 @@ def update(resource_type: str, resource_id: str) -> Response:
 def transaction_or_batch() -> Response:
     """POST /fhir: a transaction or batch Bundle (R4 http.html#transaction, service/fhir/bundles.py)."""
     from service.fhir.access import fhir_scopes
-    from service.fhir.bundles import max_bundle_bytes, process_bundle
+    from service.fhir.bundles import process_bundle
 
     scopes = fhir_scopes()
     if request.mimetype not in writes.FHIR_CONTENT:
         raise FhirError(415, "not-supported", "send a FHIR JSON Bundle (Content-Type application/fhir+json), "
                         f"not {request.mimetype or 'nothing'}")
-    request.max_content_length = max_bundle_bytes(current_app.config["SETTINGS"].max_body_bytes)
     result = process_bundle(get_session(), request.get_data(), base=_base(), scopes=scopes,
-                            prefer=request.headers.get("Prefer", ""))
-    return resource_response(json.dumps(result.body, separators=(",", ":"), ensure_ascii=False), status=result.status,
+                            prefer=request.headers.get("Prefer", ""),
+                            max_response_bytes=current_app.config["SETTINGS"].max_response_bytes)
+    return resource_response(result.to_json(), status=result.status,
                              headers=result.headers)
 
 
@@ -325,6 +371,7 @@ def register_errors(app: Any) -> None:
         response.headers.update(exc.headers)
         return response
 
+    _register_database_errors(app, _fhir_error)
     previous = app.error_handler_spec[None][None].get(HTTPException)
 
     @app.errorhandler(HTTPException)
@@ -335,3 +382,24 @@ def register_errors(app: Any) -> None:
             return _fhir_error(FhirError(exc.code or 500, code, exc.description or exc.name))
         return previous(exc) if previous else exc
 
+
+
+def _register_database_errors(app: Any, answer: Any) -> None:
+    """Lock contention under /fhir: 503 ``lock-error`` (a ``transient`` issue, R4
+    valueset-issue-type) with Retry-After, never a 500 (security review, finding 4); elsewhere the
+    clinic API's handler (service/errors.py), which this one replaces on the app."""
+    from sqlalchemy.exc import DBAPIError
+
+    from service.db import RETRY_AFTER_SECONDS, is_lock_contention
+
+    previous = app.error_handler_spec[None][None].get(DBAPIError)
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(exc: DBAPIError) -> Any:
+        if request.path.startswith("/fhir") and is_lock_contention(exc):
+            return answer(FhirError(503, "lock-error", "the database is busy (locked by another write); "
+                                    "retry after a few seconds",
+                                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+        if previous is not None:
+            return previous(exc)
+        raise exc

@@ -31,14 +31,17 @@ from sqlalchemy.orm import Session
 from mappings import patient, practitioner, service_request
 from mappings.datatypes import fhir_id
 from service import fhir_store, models
+from service.audit import note
 from service.clinic.collections import COLLECTIONS
 from service.clinic.store import put_record
+from service.db import is_lock_contention
 from service.errors import ServiceError
 from service.fhir.http import resource_response
 from service.fhir.outcomes import FhirError, operation_outcome
+from service.urls import external
 
-__all__ = ["FHIR_CONTENT", "WRITABLE", "WriteOutcome", "create", "create_resource", "take_write_lock", "update",
-           "update_resource", "validate_structure"]
+__all__ = ["FHIR_CONTENT", "WRITABLE", "WriteOutcome", "create", "create_resource", "shows_resource", "take_write_lock",
+           "update", "update_resource", "validate_structure"]
 
 FHIR_CONTENT = {"application/fhir+json", "application/json", "application/json+fhir"}
 
@@ -120,7 +123,11 @@ def _identifier_criteria(query: str, expression: str) -> tuple[str | None, str]:
                         "conditional create and update match on a single identifier=system|value",
                         [expression])
     system, sep, value = params[0][1].partition("|")
-    return (system or None, value) if sep else (None, system)
+    if sep and not (system and value):
+        # "system|" (any value) or "|value" (no system) would match nothing and create a duplicate
+        raise FhirError(400, "invalid", "conditional writes need a whole identifier: identifier=system|value "
+                        "(or a bare value)", [expression])
+    return (system, value) if sep else (None, system)
 
 
 def _matches(db: Session, resource_type: str, system: str | None, value: str) -> list[str]:
@@ -193,13 +200,27 @@ def _stored(db: Session, resource_type: str, clinic_id: str, status: int) -> Wri
     return WriteOutcome(status, stored)
 
 
-def _answer(outcome: WriteOutcome, resource_type: str) -> Response:
-    """The HTTP answer of a write: 201 with Location, ETag, Last-Modified; ``Prefer: return=``."""
+def shows_resource(status: int, may_read: bool) -> bool:
+    """Whether a write's answer may carry the stored resource (security review, finding 1).
+
+    A created resource is the mapping of what the client sent; a matched or updated one is a
+    stored record (a conditional create's match may be another patient's), so it is shown only to
+    a token that may read the type.
+    """
+    return status == 201 or may_read
+
+
+def _answer(outcome: WriteOutcome, resource_type: str, may_read: bool) -> Response:
+    """The HTTP answer of a write: 201 with Location, ETag, Last-Modified; ``Prefer: return=``.
+
+    Without the read permission a 200 answers no body (as ``return=minimal``) and no Location.
+    """
     stored, status = outcome.stored, outcome.status
-    location = f"{request.host_url.rstrip('/')}/fhir/{resource_type}/{stored.id}/_history/{stored.version_id}"
+    note([(resource_type, stored.id)])  # the audit trail: the resource written (or matched)
+    location = external(f"/fhir/{resource_type}/{stored.id}/_history/{stored.version_id}")
     headers = {"Location": location} if status == 201 else {}
     prefer = request.headers.get("Prefer", "")
-    if "return=minimal" in prefer:
+    if "return=minimal" in prefer or not shows_resource(status, may_read):
         response = resource_response("", stored.version_id, stored.last_updated, status, headers)
         response.set_data(b"")
         return response
@@ -242,6 +263,8 @@ def create_resource(db: Session, resource_type: str, resource: dict[str, Any], i
         _commit(db)
     except (FhirError, IntegrityError, OperationalError) as exc:
         db.rollback()
+        if is_lock_contention(exc):
+            raise  # busy, not a conflict: the error handlers answer 503 with Retry-After
         # a concurrent identical conditional create won the race: answer its resource
         found = _matches(db, resource_type, *criteria) if criteria is not None else []
         if len(found) == 1:
@@ -293,19 +316,22 @@ def update_resource(db: Session, resource_type: str, resource: dict[str, Any], r
     return _stored(db, resource_type, clinic_id, 200)
 
 
-def create(db: Session, resource_type: str) -> Response:
-    """POST /fhir/<type>: create, or with If-None-Exist a conditional create (R4 http.html#ccreate)."""
+def create(db: Session, resource_type: str, may_read: bool) -> Response:
+    """POST /fhir/<type>: create, or with If-None-Exist a conditional create (R4 http.html#ccreate).
+
+    :param may_read: the token may read ``resource_type`` (else a match answers no body)
+    """
     resource = _body(request, resource_type)
     outcome = create_resource(db, resource_type, resource, request.headers.get("If-None-Exist"))
-    return _answer(outcome, resource_type)
+    return _answer(outcome, resource_type, may_read)
 
 
-def update(db: Session, resource_type: str, resource_id: str | None) -> Response:
+def update(db: Session, resource_type: str, resource_id: str | None, may_read: bool) -> Response:
     """PUT /fhir/<type>/<id> (with If-Match) or PUT /fhir/<type>?identifier=... (conditional update)."""
     resource = _body(request, resource_type)
     query = request.query_string.decode() if resource_id is None else None
     outcome = update_resource(db, resource_type, resource, resource_id, query, request.headers.get("If-Match"))
-    return _answer(outcome, resource_type)
+    return _answer(outcome, resource_type, may_read)
 
 
 def _check_if_match(stored: models.FhirResource, wanted: str | None) -> None:

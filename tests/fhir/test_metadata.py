@@ -24,20 +24,23 @@ def test_every_listed_interaction_is_routed(app, client):
               "search-type": ("/fhir/<resource_type>", "GET"),
               "create": ("/fhir/<resource_type>", "POST"),
               "update": ("/fhir/<resource_type>/<resource_id>", "PUT")}
+    audit = {"read": ("/fhir/AuditEvent/<event_id>", "GET"), "search-type": ("/fhir/AuditEvent", "GET")}
     resources = statement["rest"][0]["resource"]
-    assert {r["type"] for r in resources} == set(MAPPED_TYPES)
+    assert {r["type"] for r in resources} == {*MAPPED_TYPES, "AuditEvent"}
     for resource in resources:
         for interaction in resource["interaction"]:
-            assert needed[interaction["code"]] in rules, interaction
+            assert (audit if resource["type"] == "AuditEvent" else needed)[interaction["code"]] in rules, interaction
     assert all("search-type" in {i["code"] for i in r["interaction"]} for r in resources)
 
 
 def test_every_advertised_search_parameter_is_one_the_search_accepts(client):
+    from service.fhir.audit_views import SEARCH_PARAMS as AUDIT_PARAMS
     from service.fhir.search import SEARCH_PARAMS
 
     statement = client.get("/fhir/metadata").get_json(force=True)
     for resource in statement["rest"][0]["resource"]:
-        assert {p["name"] for p in resource["searchParam"]} == set(SEARCH_PARAMS[resource["type"]])
+        accepted = AUDIT_PARAMS if resource["type"] == "AuditEvent" else SEARCH_PARAMS[resource["type"]]
+        assert {p["name"] for p in resource["searchParam"]} == set(accepted)
 
 
 def test_the_capability_statement_passes_the_independent_validator(client, tmp_path):

@@ -156,15 +156,13 @@ def test_a_bad_count_is_400(raw):
 
 @pytest.mark.parametrize(("key", "value"), [
     ("colour", "blue"),                      # unknown parameter
-    ("name:text", "x"),                      # unsupported modifier
-    ("subject.name", "x"),                   # chaining
+    ("name:text", "x"),                      # a modifier of an unknown parameter
     ("_sort", "status"),                     # sort on a non-date parameter
     ("_include", "Observation:code"),        # not a reference
     ("_include", "Encounter:patient"),       # not the searched type
     ("_revinclude", "Nope:target"),
     ("_summary", "text"),
     ("_total", "exact"),
-    ("_has", "Observation:patient:code=1"),
 ])
 def test_unknown_or_unsupported_is_400_when_strict_and_ignored_when_lenient(key, value):
     with pytest.raises(FhirError) as err:
@@ -173,6 +171,22 @@ def test_unknown_or_unsupported_is_400_when_strict_and_ignored_when_lenient(key,
     request = parse("Observation", ("code", "x"), (key, value), strict=False)
     assert request.ignored == ((key, value),)
     assert request.applied == (("code", "x"),)
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("subject.name", "x"),                   # chaining
+    ("code:text", "x"),                      # unsupported modifier of a known parameter
+    ("subject:identifier", "x"),
+    ("_has", "Observation:patient:code=1"),
+    ("_has:Observation:patient:code", "1"),
+    ("_filter", "code eq x"),
+])
+def test_unsupported_filters_are_400_even_when_lenient(key, value):
+    """Dropping a filter would widen the answer (security review, finding 13)."""
+    for strict in (True, False):
+        with pytest.raises(FhirError) as err:
+            parse("Observation", ("code", "x"), (key, value), strict=strict)
+        assert (err.value.status, err.value.code) == (400, "not-supported")
 
 
 def test_an_empty_value_is_ignored():

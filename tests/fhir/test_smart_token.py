@@ -70,9 +70,10 @@ def test_smart_configuration_is_open_and_names_the_token_endpoint(smart):
     assert "system/*.rs" in config["scopes_supported"]
 
 
-def test_the_token_endpoint_url_follows_the_host_asked(smart):
-    config = smart.get("/.well-known/smart-configuration", base_url="https://fhir.clinic.example:8443").get_json()
-    assert config["token_endpoint"] == "https://fhir.clinic.example:8443/auth/token"
+def test_the_token_endpoint_url_is_the_configured_public_url_whatever_host_is_asked(smart):
+    # security review finding 7: it used to follow the Host header, so evil.example got a token URL of its own
+    config = smart.get("/.well-known/smart-configuration", base_url="https://evil.example:8443").get_json()
+    assert config["token_endpoint"] == TOKEN_URL
 
 
 # --- the happy path ---
@@ -303,7 +304,8 @@ def test_a_client_registered_with_the_cli_can_get_a_token(cli_env, tmp_path, mon
     client_id = cli(cli_env, "client", "register", "--name", "ehr", "--jwks", str(keys),
                     "--scope", "system/Observation.rs").output.strip()
     clock = Clock()
-    app = with_smart(create_app(Settings.from_env(cli_env), TESTING=True), clock)
+    app = with_smart(create_app(Settings.from_env(cli_env | {"KETAMINE_FHIR_PUBLIC_URL": "http://localhost"}),
+                                TESTING=True), clock)
     try:
         response = app.test_client().post("/auth/token", data=token_form(
             assertion(ec_key(), client_id, clock.now), "system/Observation.rs"))

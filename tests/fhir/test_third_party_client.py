@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +20,7 @@ from fhirpy import SyncFHIRClient
 from mappings.resources import MAPPED_TYPES
 from service.synthetic import clinic_lines
 from tests.fhir.smart_support import ec_key, jwks
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.served import free_port, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +38,11 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     keys.write_text(json.dumps(jwks(ec_key())))
     client_id = subprocess.run([exe, "client", "register", "--name", "epic", "--jwks", str(keys), "--scope",
                                 "system/*.rs"], env=env, check=True, capture_output=True, text=True).stdout.strip()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([exe, "serve", "--port", str(port), "--workers", "2"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    wait_ready(base)
     yield f"{base}/fhir", token, client_id
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
@@ -87,8 +76,9 @@ def test_a_client_authenticated_with_a_signed_jwt_reads_and_searches_every_type(
     fhir = SyncFHIRClient(base, authorization=f"Bearer {smart_access_token(base, client_id)}")
     statement = fhir.execute("metadata", method="get")
     types = [r["type"] for r in statement["rest"][0]["resource"]]
-    assert set(types) == set(MAPPED_TYPES)
-    for resource_type in types:
+    # AuditEvent is served too, but only to an explicit audit scope, never to system/*.rs
+    assert set(types) == {*MAPPED_TYPES, "AuditEvent"}
+    for resource_type in MAPPED_TYPES:
         found = fhir.resources(resource_type).limit(1).fetch()
         assert found, resource_type
         again = fhir.reference(resource_type, found[0]["id"]).to_resource()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from service.fhir.search.index import index_resource
 from service.fhir.search.params import SEARCH_PARAMS, SearchParam
-from service.fhir.search.query import SearchResult, apply_elements, run_search
+from service.fhir.search.query import ResponseBudget, SearchResult, apply_elements, run_search, time_limit
 from service.fhir.search.request import DEFAULT_COUNT, MAX_COUNT, PAGE_TOKEN_PARAM, SearchRequest, parse_search
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "MAX_COUNT",
     "PAGE_TOKEN_PARAM",
     "SEARCH_PARAMS",
+    "ResponseBudget",
     "SearchParam",
     "SearchRequest",
     "SearchResult",
@@ -23,4 +24,5 @@ __all__ = [
     "index_resource",
     "parse_search",
     "run_search",
+    "time_limit",
 ]

@@ -10,7 +10,16 @@ so no match is skipped or repeated however the data changes between requests. Th
 tokens carry T, the keyset position, the total and a fingerprint of the search, signed with
 HMAC-SHA256; a token that fails the check is a 400, one older than ``SNAPSHOT_RETENTION`` (the
 replaced versions' rows are pruned after that) a 410. The token grants nothing: criteria and
-authorisation are re-applied from the request on each page.
+authorisation are re-applied from the request on each page. Every field of a signed token is
+checked as well (``_checked_state``: a snapshot in the future, a keyset of the wrong length or
+types, a negative total are 400), so no token reaches the database in a shape we did not make.
+
+What a search-only token (``system/X.s``) can see through paging: resources as some search at an
+issued snapshot ``T`` served them, ``T`` at most ``SNAPSHOT_RETENTION`` ago. It can choose when to
+*start* a search, not which ``T`` a token carries, so a version it sees was current at a moment
+it could have searched anyway; it cannot reach a version older than that (vread and history need
+``r``). Tokens are not bound to the client that got them: one leaked in a log lets another
+search-scoped client page that search as of its ``T``.
 
 Caveat: T is a wall-clock time and the rows carry their write's start time, so a write
 transaction that started before T and committed after the first page can still become visible
@@ -23,14 +32,20 @@ import base64
 import hashlib
 import hmac
 import json
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, literal, not_, or_, select, true, tuple_
+from sqlalchemy import ColumnElement, and_, exists, func, literal, not_, or_, select, text, true, tuple_
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import Subquery
 
+from service.db import RETRY_AFTER_SECONDS
 from service.fhir.outcomes import FhirError
 from service.fhir.search._values import FAR_FUTURE, FAR_PAST
 from service.fhir.search.index import SNAPSHOT_RETENTION
@@ -47,9 +62,18 @@ from service.fhir.search.request import (
 )
 from service.models import FhirResourceVersion, FhirSearchIndex, UTCDateTime
 
-__all__ = ["SearchResult", "apply_elements", "run_search"]
+__all__ = ["MAX_INCLUDED", "SEARCH_SECONDS", "ResponseBudget", "SearchResult", "apply_elements", "run_search",
+           "time_limit", "timeout_error"]
 
 _INDEX = FhirSearchIndex.__table__
+_RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+#: a token's snapshot may be this far ahead of our clock (web machines' clocks differ slightly)
+CLOCK_SKEW = timedelta(seconds=5)
+#: the longest one search (all its statements) may run: a longer one is stopped and answered 503
+#: ``timeout`` with Retry-After (security review, finding 4); tests shrink it
+SEARCH_SECONDS = 10.0
+#: most ``_include``/``_revinclude`` resources on one page (more: 413 ``too-costly``, finding 5)
+MAX_INCLUDED = 1000
 _SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED",
               "display": "subsetted"}
 
@@ -74,15 +98,75 @@ class SearchResult:
     snapshot: datetime | None = None
 
 
+# --- cost bounds ------------------------------------------------------------------------------------------------------
+
+class ResponseBudget:
+    """The bytes an answer (a search page, or every entry of a Bundle) may still take
+    (``KETAMINE_FHIR_MAX_RESPONSE_BYTES``): stored resources are counted as they are loaded, so an
+    oversized answer stops before it is built (security review, finding 5)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def spend(self, nbytes: int) -> None:
+        """:raise FhirError: 413 ``too-costly`` once the answer would exceed the limit"""
+        self.used += nbytes
+        if self.used > self.limit:
+            raise FhirError(413, "too-costly", f"the answer would be larger than {self.limit} bytes: ask for fewer "
+                            "resources (_count, _include, _revinclude, _elements) or split the Bundle")
+
+
+def timeout_error(seconds: float) -> FhirError:
+    """503 ``timeout`` (a ``transient`` issue, R4 valueset-issue-type): the query may well succeed when
+    the database is less busy, and a narrower one will; Retry-After says when to try again."""
+    return FhirError(503, "timeout", f"the search ran longer than {seconds:g} s and was stopped: narrow it "
+                     "(fewer values, a date range, a smaller _count) or retry later",
+                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+#: SQLite virtual-machine steps between two looks at the clock
+_PROGRESS_STEPS = 10_000
+
+
+@contextmanager
+def time_limit(db: Session, seconds: float) -> Iterator[None]:
+    """Stop the statements run inside after ``seconds`` (SQLite: a progress handler on the raw
+    connection aborts the running statement; PostgreSQL: ``statement_timeout``, per statement, for
+    this transaction only).
+
+    :raise FhirError: 503 ``timeout`` (see :func:`timeout_error`)
+    """
+    conn = db.connection()
+    if conn.dialect.name == "sqlite":
+        raw = conn.connection.dbapi_connection
+        deadline = time.monotonic() + seconds
+        raw.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)  # type: ignore[union-attr]
+        try:
+            yield
+        except OperationalError as exc:
+            if "interrupted" in str(exc.orig):
+                raise timeout_error(seconds) from None
+            raise
+        finally:
+            raw.set_progress_handler(None, _PROGRESS_STEPS)  # type: ignore[union-attr]
+        return
+    previous = db.scalar(text("SELECT current_setting('statement_timeout')"))
+    limit = f"{max(1, int(seconds * 1000))}ms"  # 0 would mean no limit at all
+    db.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": limit})
+    try:
+        yield
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "57014":  # query_canceled; the transaction is aborted
+            raise timeout_error(seconds) from None
+        raise
+    db.execute(text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": previous})
+
+
 # --- page tokens ---------------------------------------------------------------------------------------------------
 
 def _key(db: Session) -> bytes:
-    """The HMAC key: ``db.info["search_token_key"]`` if the app sets one, else derived from the base URI
-    (integrity, not secrecy: a forged token could only page the requester's own search)."""
-    configured = db.info.get("search_token_key")
-    if configured:
-        return configured if isinstance(configured, bytes) else str(configured).encode()
-    return hashlib.sha256(b"ketamine-fhir search page token|" + str(db.info.get("base_uri", "")).encode()).digest()
+    """The HMAC key: the service's random secret (service/keys.py), never anything public."""
+    return hmac.new(db.info["secret_key"](), b"ketamine-fhir search page token", hashlib.sha256).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -99,21 +183,56 @@ def _encode(db: Session, state: dict[str, Any]) -> str:
 
 
 def _decode(db: Session, token: str, request: SearchRequest, now: datetime) -> dict[str, Any]:
+    """The state of a token we issued for this search, every field checked (finding 8): a token
+    that is not exactly what :func:`run_search` signs is a 400, never a 500."""
     invalid = FhirError(400, "invalid", "The page token is not valid for this search", [PAGE_TOKEN_PARAM])
     body, _, sig = token.partition(".")
     expected = _b64(hmac.new(_key(db), body.encode(), hashlib.sha256).digest()[:18])
-    if not hmac.compare_digest(sig, expected):
+    if not hmac.compare_digest(sig.encode(), expected.encode()):
         raise invalid
     try:
         state = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        state["t"] = datetime.fromisoformat(state["t"])
-    except (ValueError, KeyError, TypeError) as exc:
+        state = _checked_state(state, request, now)
+    except (ValueError, KeyError, TypeError) as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise invalid from exc
-    if state.get("f") != _fingerprint(request):
+    if state["f"] != _fingerprint(request):
         raise invalid
     if state["t"] < now - SNAPSHOT_RETENTION:
         raise FhirError(410, "processing", "The page token has expired: repeat the search", [PAGE_TOKEN_PARAM])
     return state
+
+
+def _instant(value: Any) -> datetime:
+    """An aware ISO instant (``datetime.fromisoformat`` alone takes naive times and dates)."""
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("not an instant")
+    return moment
+
+
+def _checked_state(state: Any, request: SearchRequest, now: datetime) -> dict[str, Any]:
+    """``{"t": instant not after now, "d": "n"|"p", "k": [sort instants..., id], "n": int>=0|None,
+    "f": str}`` with ``t`` and the sort keys parsed.
+
+    :raise ValueError, TypeError: anything else
+    """
+    if not isinstance(state, dict) or set(state) != {"t", "d", "k", "n", "f"}:
+        raise ValueError("fields")
+    snapshot = _instant(state["t"])
+    if snapshot > now + CLOCK_SKEW:
+        raise ValueError("a snapshot in the future was never issued")
+    key, total = state["k"], state["n"]
+    if state["d"] not in ("n", "p") or not isinstance(state["f"], str):
+        raise ValueError("d or f")
+    if total is not None and (type(total) is not int or total < 0):
+        raise ValueError("n")
+    if not isinstance(key, list) or len(key) != len(request.sort) + 1:
+        raise ValueError("k")
+    if not isinstance(key[-1], str) or not _RESOURCE_ID.fullmatch(key[-1]):
+        raise ValueError("k id")
+    return {**state, "t": snapshot, "k": [_instant(k) for k in key[:-1]] + [key[-1]]}
 
 
 # --- criteria --------------------------------------------------------------------------------------------------------
@@ -126,7 +245,9 @@ def _date_clause(r: Any, v: DateValue, snapshot: datetime) -> ColumnElement[bool
     rs, re_ = r.c.date_start, r.c.date_end
     if v.prefix == "ap":
         window = max(abs(snapshot - v.start) / 10, AP_MIN_WINDOW)
-        v = DateValue("ap", v.start - window, v.end + window)
+        # clamped to the calendar: ``ap0001-01-01`` was an OverflowError (security review, finding 10)
+        v = DateValue("ap", v.start - window if v.start - FAR_PAST > window else FAR_PAST,
+                      v.end + window if FAR_FUTURE - v.end > window else FAR_FUTURE)
     eq = and_(rs >= v.start, re_ <= v.end)
     return {"eq": eq, "ne": not_(eq), "gt": re_ > v.end, "lt": rs < v.start, "ge": re_ > v.start,
             "le": rs < v.end, "sa": rs >= v.end, "eb": re_ <= v.start,
@@ -204,10 +325,11 @@ def _matches(request: SearchRequest, snapshot: datetime) -> Subquery:
 # --- paging ----------------------------------------------------------------------------------------------------------
 
 def _keyset(m: Subquery, request: SearchRequest, key: list[Any], forward: bool) -> ColumnElement[bool]:
-    """Rows strictly after (``forward``) or before ``key`` in the sort order ``k0.., rid``."""
+    """Rows strictly after (``forward``) or before ``key`` (sort instants, id: checked by
+    :func:`_checked_state`) in the sort order ``k0.., rid``."""
     cols = [m.c[f"k{i}"] for i in range(len(request.sort))] + [m.c.rid]
     desc = [s.descending for s in request.sort] + [False]
-    values = [datetime.fromisoformat(k) for k in key[:-1]] + [key[-1]]
+    values = key
     ors = []
     for i, col in enumerate(cols):
         after = (col < values[i]) if desc[i] == forward else (col > values[i])
@@ -224,21 +346,37 @@ def _key_of(row: Any, request: SearchRequest) -> list[Any]:
     return [getattr(row, f"k{i}").isoformat() for i in range(len(request.sort))] + [row.rid]
 
 
-def _contents(db: Session, rtype: str, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], FhirResourceVersion]:
+def _contents(db: Session, rtype: str, pairs: list[tuple[str, int]],
+              budget: ResponseBudget | None = None) -> dict[tuple[str, int], FhirResourceVersion]:
+    """The stored versions, loaded a few at a time and counted against ``budget`` as they come."""
     if not pairs:
         return {}
     rows = db.scalars(select(FhirResourceVersion).where(
         FhirResourceVersion.resource_type == rtype,
-        tuple_(FhirResourceVersion.id, FhirResourceVersion.version_id).in_(pairs)))
-    return {(r.id, r.version_id): r for r in rows}
+        tuple_(FhirResourceVersion.id, FhirResourceVersion.version_id).in_(pairs)).execution_options(yield_per=50))
+    out = {}
+    for r in rows:
+        if budget is not None:
+            budget.spend(len(r.content))
+        out[(r.id, r.version_id)] = r
+    return out
+
+
+def _too_many_included() -> FhirError:
+    return FhirError(413, "too-costly", f"more than {MAX_INCLUDED} resources to include on one page: use a "
+                     "smaller _count or fewer _include/_revinclude", ["_include", "_revinclude"])
 
 
 # --- includes --------------------------------------------------------------------------------------------------------
 
-def _included(db: Session, request: SearchRequest, page: list[tuple[str, int]],
-              snapshot: datetime) -> list[FhirResourceVersion]:
-    """``_include`` targets and ``_revinclude`` sources of the page, at the snapshot (search.html#include)."""
-    if not page:
+def _included(db: Session, request: SearchRequest, page: list[tuple[str, int]], snapshot: datetime,
+              budget: ResponseBudget | None = None) -> list[FhirResourceVersion]:
+    """``_include`` targets and ``_revinclude`` sources of the page, at the snapshot (search.html#include);
+    at most :data:`MAX_INCLUDED` (a revinclude of a patient's every Observation has no natural bound).
+
+    :raise FhirError: 413 ``too-costly`` for more
+    """
+    if not page or not (request.includes or request.revincludes):
         return []
     wanted: dict[str, set[tuple[str, int]]] = {}
     r = _INDEX.alias()
@@ -249,7 +387,9 @@ def _included(db: Session, request: SearchRequest, page: list[tuple[str, int]],
             tuple_(r.c.resource_id, r.c.version_id).in_(page))
         if inc.target:
             stmt = stmt.where(r.c.ref_type == inc.target)
-        targets.update((t, i) for t, i in db.execute(stmt) if t is not None)
+        targets.update((t, i) for t, i in db.execute(stmt.limit(MAX_INCLUDED + 1)) if t is not None)
+        if len(targets) > MAX_INCLUDED:
+            raise _too_many_included()
     if targets:
         b = _INDEX.alias()
         for rtype, rid, ver in db.execute(select(b.c.resource_type, b.c.resource_id, b.c.version_id).where(
@@ -262,12 +402,14 @@ def _included(db: Session, request: SearchRequest, page: list[tuple[str, int]],
             continue
         for rid, ver in db.execute(select(r.c.resource_id, r.c.version_id).where(
                 r.c.resource_type == inc.source, r.c.param == inc.param, r.c.ref_type == request.resource_type,
-                r.c.ref_id.in_(ids), _valid_at(r, snapshot))):
+                r.c.ref_id.in_(ids), _valid_at(r, snapshot)).limit(MAX_INCLUDED + 1)):
             wanted.setdefault(inc.source, set()).add((rid, ver))
+        if sum(len(v) for v in wanted.values()) > MAX_INCLUDED:
+            raise _too_many_included()
     wanted.get(request.resource_type, set()).difference_update(page)
     out = []
     for rtype in sorted(wanted):
-        found = _contents(db, rtype, sorted(wanted[rtype]))
+        found = _contents(db, rtype, sorted(wanted[rtype]), budget)
         out += [found[k] for k in sorted(found)]
     return out
 
@@ -275,12 +417,19 @@ def _included(db: Session, request: SearchRequest, page: list[tuple[str, int]],
 # --- the search ------------------------------------------------------------------------------------------------------
 
 def run_search(db: Session, request: SearchRequest, page_token: str | None = None, *,
-               now: datetime | None = None) -> SearchResult:
-    """One page of ``request``: the first page without ``page_token``, else the page it names.
+               now: datetime | None = None, budget: ResponseBudget | None = None) -> SearchResult:
+    """One page of ``request``: the first page without ``page_token``, else the page it names,
+    within :data:`SEARCH_SECONDS` and ``budget``.
 
-    :raise FhirError: 400 for a token that is not valid for this search, 410 for an expired one
+    :raise FhirError: 400 for a token that is not valid for this search, 410 for an expired one,
+        413 for a page over ``budget`` or :data:`MAX_INCLUDED`, 503 ``timeout`` for a slow search
     """
-    now = now or datetime.now(UTC)
+    with time_limit(db, SEARCH_SECONDS):
+        return _run_search(db, request, page_token, now or datetime.now(UTC), budget)
+
+
+def _run_search(db: Session, request: SearchRequest, page_token: str | None, now: datetime,
+                budget: ResponseBudget | None) -> SearchResult:
     state = _decode(db, page_token, request, now) if page_token else {"t": now, "d": "n", "k": None, "n": None}
     snapshot: datetime = state["t"]
     m = _matches(request, snapshot)
@@ -298,7 +447,7 @@ def run_search(db: Session, request: SearchRequest, page_token: str | None = Non
     rows = list(db.execute(stmt.order_by(*_order(m, request, forward)).limit(request.count + 1)))
     more = len(rows) > request.count
     rows = rows[:request.count] if forward else list(reversed(rows[:request.count]))
-    content = _contents(db, request.resource_type, [(row.rid, row.ver) for row in rows])
+    content = _contents(db, request.resource_type, [(row.rid, row.ver) for row in rows], budget)
     result.resources = [content[(row.rid, row.ver)] for row in rows if (row.rid, row.ver) in content]
     base = {"t": snapshot.isoformat(), "f": _fingerprint(request), "n": total}
     if rows:
@@ -308,7 +457,7 @@ def run_search(db: Session, request: SearchRequest, page_token: str | None = Non
             result.next = _encode(db, {**base, "d": "n", "k": _key_of(rows[-1], request)})
         if has_previous:
             result.previous = _encode(db, {**base, "d": "p", "k": _key_of(rows[0], request)})
-    result.included = _included(db, request, [(row.rid, row.ver) for row in rows], snapshot)
+    result.included = _included(db, request, [(row.rid, row.ver) for row in rows], snapshot, budget)
     return result
 
 

@@ -2,9 +2,15 @@
 
 Values of one parameter separated by commas are ORed; a repeated parameter is ANDed
 (search.html#combining). Bad values (a malformed date, ``_count=abc``) are always a 400 naming
-the parameter; unknown parameters, modifiers and unsupported values are a 400 under
-``Prefer: handling=strict`` and otherwise left out and listed in ``ignored``
-(search.html#errors), so the ``self`` link shows what was applied.
+the parameter; unknown parameter names and unsupported control values (``_sort``, ``_include``,
+``_summary``, ``_total``) are a 400 under ``Prefer: handling=strict`` and otherwise left out and
+listed in ``ignored`` (search.html#errors), so the ``self`` link shows what was applied.
+
+What would *filter* the result is never dropped, even when lenient: an unsupported chain
+(``patient.name``), modifier (``code:text``) or filter parameter (``_has``, ``_filter``, ...) is
+always a 400, because ignoring a filter widens the answer, here to patient data the client did not
+ask for (security review, finding 13). Sizes are capped (:data:`MAX_VALUES`, :data:`MAX_PARAMS`,
+:data:`MAX_SORT`): a query the database cannot plan is a 400, not a 500 (finding 10).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ __all__ = [
     "AP_MIN_WINDOW",
     "DEFAULT_COUNT",
     "MAX_COUNT",
+    "MAX_PARAMS",
+    "MAX_SORT",
+    "MAX_VALUES",
     "PAGE_TOKEN_PARAM",
     "Criterion",
     "DateValue",
@@ -38,6 +47,18 @@ __all__ = [
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
+#: most comma-separated values in one parameter occurrence (more: 400): a 1,500-value OR made a
+#: query SQLite could not plan (security review, finding 10)
+MAX_VALUES = 100
+#: most parameter occurrences (criteria and controls) in one search (more: 400)
+MAX_PARAMS = 100
+#: most ``_sort`` keys (each is a subquery, and the page keyset grows with their square)
+MAX_SORT = 5
+#: filters of R4 search.html we do not support; never ignored (see the module docstring)
+UNSUPPORTED_FILTERS = ("_has", "_filter", "_query", "_text", "_content", "_list", "_tag", "_security", "_profile",
+                       "_source", "_type")
+#: a number's exponent must lie within this (float has about +-308; 1E-999999999 made Decimal fail)
+_MAX_EXPONENT = 100
 #: the query parameter that carries the opaque page token in ``next``/``previous`` links
 PAGE_TOKEN_PARAM = "_page_token"
 #: parameters the blueprint handles (http.html#parameters): neither applied nor unknown
@@ -214,6 +235,10 @@ def _number(name: str, raw: str) -> NumberValue:
         raise _bad(name, f"{text!r} is not a number") from exc
     if not value.is_finite():
         raise _bad(name, f"{text!r} is not a number")
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if abs(exponent) > _MAX_EXPONENT or abs(value.adjusted()) > _MAX_EXPONENT:
+        raise _bad(name, f"{text!r} is out of range (exponents up to {_MAX_EXPONENT})")
     # the implicit range of the value's significant figures (search.html#number): 100 -> [99.5, 100.5)
     half = Decimal(5).scaleb(value.as_tuple().exponent - 1)  # type: ignore[operator]
     if prefix == "ap":
@@ -244,7 +269,10 @@ def _reference(name: str, raw: str, type_modifier: str | None) -> ReferenceValue
 
 def _values(param: SearchParam, name: str, modifier: str | None, raw: str) -> tuple[Value, ...]:
     out: list[Value] = []
-    for part in _split_raw(raw, ","):
+    parts = _split_raw(raw, ",")
+    if len(parts) > MAX_VALUES:
+        raise _bad(name, f"at most {MAX_VALUES} comma-separated values, not {len(parts)}: split the search")
+    for part in parts:
         if part == "":
             continue
         if param.type == "token":
@@ -282,6 +310,9 @@ class _Parser:
         if key == PAGE_TOKEN_PARAM:
             self.fields["page_token"] = value
             return
+        if key.split(":")[0] in UNSUPPORTED_FILTERS:
+            raise FhirError(400, "not-supported", f"{key.split(':')[0]} is not supported here; the search is "
+                            "refused rather than answered without that filter", [key.split(":")[0]])
         handler = getattr(self, "_control_" + key[1:], None) if key.startswith("_") and key not in self.params \
             else None
         if handler is not None:
@@ -292,12 +323,18 @@ class _Parser:
 
     def _criterion(self, key: str, value: str) -> None:
         name, _, modifier = key.partition(":")
+        if "." in name:
+            raise FhirError(400, "not-supported", f"Chained parameters ({name}) are not supported; search the "
+                            "target type first, then by reference", [name])
         param = self.params.get(name)
         if param is None:
             return self.skip(key, value, "not-supported", f"Unknown search parameter {name!r} for {self.type}")
         if modifier and modifier not in _MODIFIERS[param.type] and not (
                 param.type == "reference" and modifier in SEARCH_PARAMS):
-            return self.skip(key, value, "not-supported", f"Modifier :{modifier} is not supported on {name}")
+            # never ignored: the filter without its modifier (or no filter) would match more
+            raise FhirError(400, "not-supported", f"Modifier :{modifier} is not supported on {name} "
+                            "(chains and modifiers other than :missing, :exact, :contains and :Type are not)",
+                            [name])
         if value == "":
             return None  # search.html#errors: an empty parameter value is ignored
         if modifier == "missing":
@@ -318,6 +355,8 @@ class _Parser:
 
     def _control_sort(self, key: str, value: str) -> bool:
         keys = []
+        if len(value.split(",")) + len(self.fields["sort"]) > MAX_SORT:  # type: ignore[arg-type]
+            raise _bad(key, f"at most {MAX_SORT} sort keys")
         for item in value.split(","):
             name = item.removeprefix("-")
             param = self.params.get(name)
@@ -388,6 +427,8 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], strict: bool
     """
     if resource_type not in SEARCH_PARAMS:
         raise FhirError(404, "not-supported", f"Resource type {resource_type} is not supported")
+    if len(params) > MAX_PARAMS:
+        raise FhirError(400, "too-costly", f"a search takes at most {MAX_PARAMS} parameters, not {len(params)}")
     parser = _Parser(resource_type, strict)
     for key, value in params:
         parser.add(key, value)
