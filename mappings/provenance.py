@@ -1,5 +1,6 @@
-"""One Provenance per clinic write: which resources the write produced, when, and that the
-clinic (its Organization) is responsible for them (US Core Provenance; the clinic as author).
+"""One Provenance per clinic write: which resources the write produced, when, and who is
+responsible for them (US Core Provenance): the clinic (its Organization) as author, or, for a
+write by an EHR over FHIR, that EHR's client (issue 10).
 
 FHIR R4 Provenance has no ``identifier`` element, so, unlike every other resource here, it
 carries no business identifier: its id alone (from ``("provenance", "<collection>/<id>/<version>")``)
@@ -38,14 +39,32 @@ def _target(target: str | Mapping[str, Any]) -> dict[str, str]:
     return {"reference": ref}
 
 
+def _author(agent: Mapping[str, Any] | None, ctx: MappingContext) -> dict[str, Any]:
+    """The author: the EHR client that wrote over FHIR (``agent``: its identifier system, value and
+    display name, under the clinic's base URI), else the clinic itself."""
+    if not agent or not agent.get("value"):
+        return clinic_reference(ctx)
+    system = str(agent["system"])
+    if not system.startswith(ctx.base_uri.rstrip("/") + "/"):
+        raise ValueError(f"agent.system: {system!r} is not under the clinic base URI")
+    who: dict[str, Any] = {"identifier": {"system": system, "value": str(agent["value"])}}
+    if agent.get("display"):
+        who["display"] = str(agent["display"])
+    return who
+
+
 def to_fhir(collection: str, record: Mapping[str, Any], meta: Mapping[str, Any],
-            targets: Iterable[str | Mapping[str, Any]], ctx: MappingContext) -> dict[str, Any]:
+            targets: Iterable[str | Mapping[str, Any]], ctx: MappingContext,
+            agent: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The Provenance of one write of a clinic record.
 
     :param meta: the record's bookkeeping after the write: ``version`` and ``updated_at`` (an
         instant with its offset), which becomes ``recorded``.
     :param targets: the resources the write produced or changed, as ``"Type/id"`` or
         ``{"reference": "Type/id"}``.
+    :param agent: who wrote, when not the clinic: ``{"system", "value", "display"}`` of an EHR's
+        SMART client or token (``<base>/smart-clients``, ``<base>/api-tokens``) or a pulling
+        destination (``<base>/sync-destinations``); it becomes the author.
     :raises ValueError: no target, or ``updated_at`` is not a FHIR instant.
     """
     refs = [_target(t) for t in targets]
@@ -61,5 +80,5 @@ def to_fhir(collection: str, record: Mapping[str, Any], meta: Mapping[str, Any],
         "meta": {"profile": [PROFILE]},
         "target": refs,
         "recorded": recorded,
-        "agent": [{"type": codeable([PROVENANCE_AGENT_AUTHOR], "Author"), "who": clinic_reference(ctx)}],
+        "agent": [{"type": codeable([PROVENANCE_AGENT_AUTHOR], "Author"), "who": _author(agent, ctx)}],
     }

@@ -247,3 +247,27 @@ SYSTEM["condition-ver-status"] = "http://terminology.hl7.org/CodeSystem/conditio
 SYSTEM["provenance-participant-type"] = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 CONDITION_VER_ENTERED_IN_ERROR = Code(SYSTEM["condition-ver-status"], "entered-in-error", "Entered in Error")
 PROVENANCE_AGENT_AUTHOR = Code(SYSTEM["provenance-participant-type"], "author", "Author")
+
+# --- audit_event ---------------------------------------------------------------------------------
+# FHIR-core code systems required by the spec's own bindings (not clinical terminology), R4 AuditEvent:
+#: AuditEvent.type (extensible binding AuditEventID): "rest" for every RESTful interaction
+SYSTEM["audit-event-type"] = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+#: AuditEvent.subtype of a RESTful interaction (R4 audit-event-sub-type includes FHIR restful-interaction)
+SYSTEM["restful-interaction"] = "http://hl7.org/fhir/restful-interaction"
+#: AuditEvent.type/subtype of a login (the AuditEventID and AuditEventSubType value sets include these DICOM codes)
+SYSTEM["dicom-dcm"] = "http://dicom.nema.org/resources/ontology/DCM"
+#: AuditEvent.entity.type (extensible binding AuditEventEntityType)
+SYSTEM["audit-entity-type"] = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+#: AuditEvent.entity.role (extensible binding AuditEventEntityRole)
+SYSTEM["object-role"] = "http://terminology.hl7.org/CodeSystem/object-role"
+AUDIT_TYPE_REST = Code(SYSTEM["audit-event-type"], "rest", "RESTful Operation")
+AUDIT_TYPE_LOGIN = Code(SYSTEM["dicom-dcm"], "110114", "User Authentication")
+AUDIT_SUBTYPE_LOGIN = Code(SYSTEM["dicom-dcm"], "110122", "Login")
+#: restful-interaction codes used as AuditEvent.subtype (R4 restful-interaction CodeSystem)
+RESTFUL_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type",
+                        "create", "search-type", "transaction", "batch")
+AUDIT_ENTITY_PERSON = Code(SYSTEM["audit-entity-type"], "1", "Person")
+AUDIT_ENTITY_SYSTEM_OBJECT = Code(SYSTEM["audit-entity-type"], "2", "System Object")
+AUDIT_ROLE_PATIENT = Code(SYSTEM["object-role"], "1", "Patient")
+AUDIT_ROLE_DOMAIN_RESOURCE = Code(SYSTEM["object-role"], "4", "Domain Resource")
+AUDIT_ROLE_QUERY = Code(SYSTEM["object-role"], "24", "Query")

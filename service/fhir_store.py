@@ -179,6 +179,8 @@ class _Write:
     patient_id: str | None
     now: datetime
     changed: list[str] = field(default_factory=list)
+    #: who wrote, when not the clinic: the EHR client of a /fhir write (``db.info["agent"]``)
+    agent: dict[str, Any] | None = None
 
 
 def on_write(db: Session, collection: str, row: models.ClinicRecord, now: datetime,
@@ -195,7 +197,8 @@ def on_write(db: Session, collection: str, row: models.ClinicRecord, now: dateti
     resources, changed = _map_and_store(db, ctx, collection, row, now, new=row.version == 1)
     writes: list[_Write] = db.info.setdefault("fhir_writes", [])
     meta = {"version": row.version, "updated_at": row.updated_at.isoformat()}
-    writes.append(_Write(collection, row, _as_record(row), meta, _patient_of(collection, row), now, changed))
+    writes.append(_Write(collection, row, _as_record(row), meta, _patient_of(collection, row), now, changed,
+                         db.info.get("agent")))
     dirty: dict[tuple[str, str], tuple[models.ClinicRecord, int]] = db.info.setdefault("fhir_dirty", {})
     for dep_collection, dep_row in [*_dependents(db, collection, row), *also]:
         dirty.pop((dep_collection, dep_row.id), None)  # re-insert: attributed to the latest write
@@ -227,7 +230,7 @@ def flush_pending(db: Session) -> None:
         # a write a rolled-back SAVEPOINT undid: its row is gone, or back at an older version
         if write.changed and inspect(write.row).persistent and write.row.version == write.meta["version"]:
             prov = provenance.to_fhir(write.collection, write.record, write.meta,
-                                      [{"reference": c} for c in dict.fromkeys(write.changed)], ctx)
+                                      [{"reference": c} for c in dict.fromkeys(write.changed)], ctx, write.agent)
             # keyed on the record's new version: always a new resource
             _store(db, prov, None, (write.collection, write.record["id"]), write.patient_id, write.now)
     db.flush()

@@ -194,6 +194,13 @@ class ApiToken(Base):
     scopes: Mapped[str] = mapped_column(String(1024), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: when the secret stops working; None: until revoked (issue 10)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: the last ``token rotate``: the current secret dates from then, not from ``created_at``
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: the secret before the last rotation, still accepted until ``previous_expires_at`` (grace period)
+    previous_token_hash: Mapped[str | None] = mapped_column(String(64), index=True, unique=True)
+    previous_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 Index("ix_observations_patient_effective", Observation.patient_id, Observation.effective)
@@ -413,6 +420,8 @@ class RemoteResource(Base):
     version_id: Mapped[int | None] = mapped_column(Integer)
     deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    #: our record was created by a pull from this destination: the pull may update it (service/sync/pull.py)
+    created_by_pull: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
 
 
 Index("ix_sync_remote_remote_id", RemoteResource.destination_id, RemoteResource.resource_type,
@@ -438,3 +447,42 @@ class DeliveryAttempt(Base):
 
 Index("ix_sync_attempts_destination", DeliveryAttempt.destination_id, DeliveryAttempt.at)
 __all__ += ["DeliveryAttempt", "Destination", "OutboxMessage", "RemoteResource"]
+
+
+# --- Audit trail (issue 10) ---
+
+
+class AuditEventRow(Base):
+    """One FHIR AuditEvent (mappings/audit_event.py), append-only: nothing updates or deletes a row
+    (on PostgreSQL and SQLite a trigger refuses it, migration 0007). ``content`` is the AuditEvent as
+    served; the other columns index it for /fhir/AuditEvent searches."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recorded: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+    #: AuditEvent.type code (``rest``, or DICOM ``110114`` for a login) and subtype code
+    type_code: Mapped[str] = mapped_column(String(16), nullable=False)
+    subtype: Mapped[str] = mapped_column(String(32), nullable=False)
+    action: Mapped[str] = mapped_column(String(1), nullable=False)
+    outcome: Mapped[str] = mapped_column(String(2), nullable=False)
+    #: the requesting agent: its kind (api-tokens, smart-clients, ...), identifier value and name
+    agent_kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    agent: Mapped[str | None] = mapped_column(String(255), index=True)
+    agent_name: Mapped[str | None] = mapped_column(String(255))
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class AuditEventRef(Base):
+    """What an AuditEvent names, for searching: ``kind`` ``patient`` (``Patient/<id>``), ``entity``
+    (``Type/id``) or ``record`` (``<collection>/<clinic id>``). Every patient and resource is indexed,
+    also those beyond the AuditEvent's listed cap."""
+
+    __tablename__ = "audit_event_refs"
+    event_id: Mapped[str] = mapped_column(String(64), ForeignKey("audit_events.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    ref: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+Index("ix_audit_event_refs_ref", AuditEventRef.ref, AuditEventRef.kind)
+Index("ix_audit_events_subtype", AuditEventRow.subtype, AuditEventRow.recorded)
+__all__ += ["AuditEventRef", "AuditEventRow"]

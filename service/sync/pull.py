@@ -14,6 +14,16 @@ update, so pulling the same resource twice changes nothing:
 - an echo of a version we pushed (their copy, in our ids, equals what they acknowledged) is not
   applied at all: the reverse mappings drop fields FHIR does not carry (a patient's weight).
 
+A pull is bounded (issue 10: a hostile or broken destination): it searches only the types of
+``PULLED_TYPES`` the destination receives (its ``resource_types``), fetches a referral's
+dependencies only of types it receives, and takes at most ``max_records`` resources per run (the
+run then stops and the rest waits for the next one). It may create patients, referrals and
+practitioners, but it updates only records within the destination's own patient selection
+(``destinations.interested_patients``, judged before the write) or records this destination's
+pulls created (``sync_remote.created_by_pull``); a practitioner it did not create is linked to
+theirs but never changed. Anything else is skipped and reported without data. The pull's writes
+name the destination as their Provenance's author, and each run is one AuditEvent (service/audit.py).
+
 A resource that cannot be applied (not a valid clinic record, an unknown patient) is reported and
 skipped; the watermark moves past it. A throttled, failing or unreachable destination ends the run
 and keeps the watermark: the next run repeats the page, which is idempotent. Errors and logs name
@@ -29,7 +39,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import requests
 from sqlalchemy import select
@@ -37,21 +47,26 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mappings._identity import resolve_reference
-from service import fhir_store, models
+from mappings.audit_event import agent_system
+from mappings.datatypes import fhir_id
+from service import audit, fhir_store, models
 from service.fhir.outcomes import FhirError
 from service.fhir.writes import WRITABLE, take_write_lock, update_resource, validate_structure
+from service.fhir.writes import _matches as match_identifier  # the records a conditional write would change
 from service.sync import destinations
 from service.sync.client import FhirClient, client_for
 from service.sync.retry import parse_retry_after
 from service.sync.smart_client import SmartAuthError
 
-__all__ = ["PULLED_TYPES", "PullStats", "pull", "pull_all"]
+__all__ = ["MAX_RECORDS_PER_RUN", "PULLED_TYPES", "PullStats", "pull", "pull_all"]
 
 log = logging.getLogger(__name__)
 
 #: pulled in this order: a referral's patient is known by the time the referral is applied
 PULLED_TYPES = ("Patient", "ServiceRequest")
 NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
+#: at most this many resources are taken from a destination per pull run (searched and fetched)
+MAX_RECORDS_PER_RUN = 1000
 #: the references a referral cannot do without, fetched from the destination when unknown
 _REQUIRED = {"ServiceRequest": (("subject", "Patient"), ("requester", "Practitioner"))}
 #: R4 Meta elements; servers add their own (Medplum: author, project) that R4 models reject
@@ -87,7 +102,7 @@ def utcnow() -> datetime:
 
 
 def pull(factory: sessionmaker[Session], dest_id: str, *, now: datetime | None = None,
-         page_size: int = 100) -> PullStats:
+         page_size: int = 100, max_records: int = MAX_RECORDS_PER_RUN) -> PullStats:
     """Pull new and changed Patients and ServiceRequests from one destination (module docstring).
 
     Runs whatever the destination's ``pull`` and ``enabled`` flags say (:func:`pull_all` honours
@@ -102,15 +117,17 @@ def pull(factory: sessionmaker[Session], dest_id: str, *, now: datetime | None =
             raise LookupError(f"no destination {dest_id}")
         if dest.paused_until is not None and dest.paused_until > now:
             return PullStats(errors=[f"paused until {dest.paused_until.isoformat()}"])
-        run = _Run(db, dest, now)
+        run = _Run(db, dest, now, max_records)
         stop: _Stop | None = None
         try:
             for resource_type in PULLED_TYPES:
-                run.pull_type(resource_type, page_size)
+                if resource_type in run.types:  # never ask for (or take) what the destination does not receive
+                    run.pull_type(resource_type, page_size)
         except _Stop as exc:
             stop = exc
             run.stats.errors.append(str(exc))
         _finish(db, dest_id, run.stats, stop, now)
+        _audit(factory, db, dest_id, run, stop)
     log.info("pull %s: fetched %d, applied %d, unchanged %d, skipped %d%s", dest_id, run.stats.fetched,
              run.stats.applied, run.stats.unchanged, run.stats.skipped, f", stopped: {stop}" if stop else "")
     return run.stats
@@ -123,6 +140,17 @@ def pull_all(factory: sessionmaker[Session], *, now: datetime | None = None) -> 
             models.Destination.enabled.is_(True), models.Destination.pull.is_(True))
             .order_by(models.Destination.created_at)))
     return {dest_id: pull(factory, dest_id, now=now) for dest_id in ids}
+
+
+def _audit(factory: sessionmaker[Session], db: Session, dest_id: str, run: _Run, stop: _Stop | None) -> None:
+    """One AuditEvent per run: the destination searched, the records applied here (service/audit.py).
+    Outcome 8 when the destination stopped the run, 4 when resources were skipped, else 0."""
+    dest = db.get(models.Destination, dest_id)
+    agents = audit.service_agents(dest)
+    db.rollback()  # no read snapshot held open across the audit write (SQLite)
+    outcome = "8" if stop is not None else "4" if run.stats.skipped else "0"
+    audit.write_now(factory, audit.Pending(utcnow(), "search-type", "E", outcome, agents,
+                                           resources=list(run.applied)))
 
 
 def _finish(db: Session, dest_id: str, stats: PullStats, stop: _Stop | None, now: datetime) -> None:
@@ -141,8 +169,13 @@ def _finish(db: Session, dest_id: str, stats: PullStats, stop: _Stop | None, now
 class _Run:
     """One pull run over one destination."""
 
-    def __init__(self, db: Session, dest: models.Destination, now: datetime):
-        self.db, self.dest_id, self.now = db, dest.id, now
+    def __init__(self, db: Session, dest: models.Destination, now: datetime, max_records: int = MAX_RECORDS_PER_RUN):
+        self.db, self.dest_id, self.now, self.max_records = db, dest.id, now, max_records
+        self.types = frozenset(dest.resource_types or ())
+        self.applied: list[str] = []  # "Type/id" of ours each applied write created or changed (the audit)
+        # the Provenance of this run's writes names the destination (service/fhir_store.py)
+        db.info["agent"] = {"system": agent_system(db.info["base_uri"], "sync-destinations"), "value": dest.id,
+                            "display": dest.name}
         self.base_url = dest.base_url.rstrip("/")
         self.client: FhirClient = client_for(dest)
         self.stats = PullStats()
@@ -165,7 +198,7 @@ class _Run:
             bundle = self._search(url, query)
             newest = mark
             for resource in _matches(bundle, resource_type):
-                self.stats.fetched += 1
+                self._count_one()
                 self._take(resource)
                 newest = _later(newest, (resource.get("meta") or {}).get("lastUpdated"))
             if newest != mark:
@@ -227,8 +260,14 @@ class _Run:
         body = _json(resp)
         if body.get("resourceType") != resource_type:
             raise _Skip(f"not a {resource_type}")
-        self.stats.fetched += 1
+        self._count_one()
         return body
+
+    def _count_one(self) -> None:
+        """Count one resource taken from the destination; past the cap the run ends (the page is kept)."""
+        if self.stats.fetched >= self.max_records:
+            raise _Stop(f"the cap of {self.max_records} records per run was reached")
+        self.stats.fetched += 1
 
     # --- one resource ---
 
@@ -251,6 +290,8 @@ class _Run:
         resource_type, their_id = resource["resourceType"], resource.get("id")
         if not isinstance(their_id, str):
             raise _Skip("no id")
+        if resource_type not in self.types or resource_type not in WRITABLE:
+            raise _Skip("a type this destination does not receive")
         try:
             validate_structure(_r4_only(resource))
         except FhirError as exc:
@@ -284,6 +325,9 @@ class _Run:
         # lookups above, made while we waited on the EHR) can never take the write lock
         self.db.rollback()
         take_write_lock(self.db)  # SQLite: hold the write lock from the start, as a standalone write does
+        linked = self._bound(resource["resourceType"], their_id, our_id, criteria)
+        if linked is not None:
+            return linked
         started = utcnow()
         try:
             outcome = update_resource(self.db, resource["resourceType"], resource, our_id, criteria,
@@ -294,12 +338,64 @@ class _Run:
         fhir_store.flush_pending(self.db)  # the stored content is final before we remember its hash
         stored = outcome.stored
         changed = outcome.status == 201 or stored.last_updated >= started
-        self._remember(resource["resourceType"], stored, their_id)
+        self._remember(resource["resourceType"], stored, their_id, created=outcome.status == 201)
         self.db.commit()
+        if changed:
+            self.applied.append(f"{resource['resourceType']}/{stored.id}")
         return changed
 
-    def _remember(self, resource_type: str, stored: models.FhirResource, their_id: str) -> None:
-        """Their id for our resource, with the content we now hold: the push engine has nothing to send."""
+    # --- the bound: what this destination may change ---
+
+    def _bound(self, resource_type: str, their_id: str, our_id: str | None, criteria: str | None) -> bool | None:
+        """Refuse a write that would change a record outside the destination's reach (module docstring).
+
+        Judged before the write, so the write itself (a referral naming their practitioner, a new
+        identifier) cannot bring a record into reach. Returns None to go on; for a practitioner it
+        may not change, False after linking theirs to ours (nothing written).
+        :raise _Skip: the record is another destination's or the clinic's
+        """
+        targets = self._targets(resource_type, our_id, criteria)
+        collection = WRITABLE[resource_type].collection
+        dest = self.db.get(models.Destination, self.dest_id)
+        for clinic_id in targets:
+            our_fhir_id = fhir_id(self.db.info["base_uri"], resource_type, collection, clinic_id)
+            row = self.db.get(models.RemoteResource, (self.dest_id, resource_type, our_fhir_id))
+            if row is not None and row.created_by_pull:
+                continue
+            if resource_type == "Practitioner":
+                if len(targets) != 1:
+                    break  # several matches: the write answers 412 by itself
+                stored = self.db.get(models.FhirResource, (resource_type, our_fhir_id))
+                if stored is None:
+                    self.db.rollback()
+                    raise _Skip("outside this destination's reach")
+                self._remember(resource_type, stored, their_id, created=False, content=False)
+                self.db.commit()
+                return False
+            patient = clinic_id if resource_type == "Patient" else self.db.scalar(
+                select(models.Referral.patient_id).where(models.Referral.id == clinic_id))
+            if patient is None or not destinations.interested_patients(self.db, dest, {patient}):
+                self.db.rollback()
+                raise _Skip("outside this destination's patient selection")
+        return None
+
+    def _targets(self, resource_type: str, our_id: str | None, criteria: str | None) -> list[str]:
+        """The clinic ids of the existing records the write would change (none: it creates)."""
+        if our_id is not None:
+            stored = self.db.get(models.FhirResource, (resource_type, our_id))
+            return [stored.source_id] if stored is not None else []
+        params = parse_qsl(criteria or "")
+        if len(params) != 1 or params[0][0] != "identifier":
+            return []
+        system, sep, value = params[0][1].partition("|")
+        return match_identifier(self.db, resource_type, (system or None) if sep else None, value if sep else system)
+
+    def _remember(self, resource_type: str, stored: models.FhirResource, their_id: str, *, created: bool,
+                  content: bool = True) -> None:
+        """Their id for our resource, with the content we now hold: the push engine has nothing to send.
+
+        ``created``: this pull created our record (so later pulls may update it); ``content`` False:
+        their resource was only linked to ours, not applied (the push engine then sends ours)."""
         row = self.db.get(models.RemoteResource, (self.dest_id, resource_type, stored.id))
         if row is not None and row.remote_id not in (None, their_id) and not row.deleted:
             return  # ours is already theirs under another id (duplicates there): keep pushing to that one
@@ -307,8 +403,10 @@ class _Run:
             row = models.RemoteResource(destination_id=self.dest_id, resource_type=resource_type,
                                         resource_id=stored.id)
             self.db.add(row)
-        row.remote_id, row.content_hash, row.version_id = their_id, stored.content_hash, stored.version_id
-        row.deleted, row.updated_at = False, self.now
+        row.remote_id, row.deleted, row.updated_at = their_id, False, self.now
+        if content:
+            row.content_hash, row.version_id = stored.content_hash, stored.version_id
+        row.created_by_pull = bool(row.created_by_pull) or created
 
     def _criteria(self, resource: dict[str, Any]) -> str | None:
         """``identifier=system|value``: our business identifier, else an NPI, else the EHR's first."""

@@ -371,3 +371,128 @@ def test_pull_all_pulls_from_enabled_destinations_that_pull(ehr, factory, dest_i
     stats = pull_all(factory, now=T0)
     assert list(stats) == [dest_id] and stats[dest_id].applied == 1
     assert {urlsplit(c.request.url).netloc for c in ehr.calls} == {"ehr.test"}
+
+
+# --- the bound: a hostile destination (issue 10) ---
+
+CLINIC_MRN = f"{BASE}/mrn"
+PT1_MRN = {"type": MR, "system": CLINIC_MRN, "value": "MRN-0001"}  # pt-1's clinic MRN
+
+
+@pytest.fixture
+def narrow(db, api) -> str:
+    """A destination that receives only the patients another psychiatrist referred; pt-1 (MRN-0001,
+    EHR identifier E100200) is dr-ortiz's patient, not theirs."""
+    assert api.put("/practitioners/dr-ortiz", PSYCHIATRIST).status_code == 201
+    assert api.put("/practitioners/dr-other", make(PSYCHIATRIST, id="dr-other", npi=None)).status_code == 201
+    assert api.put("/patients/pt-1", PATIENT).status_code == 201
+    dest = destinations.create(db, {"name": "narrow", "url": EHR, "pull": True,
+                                    "patients": {"kind": "referred-by", "practitioner_id": "dr-other"}}, T0)
+    db.commit()
+    return dest.id
+
+
+@pytest.mark.parametrize("identifier", [PT1_MRN,
+                                        {"system": "urn:oid:2.16.840.1.113883.3.9999.1", "value": "E100200"},
+                                        {"system": f"{BASE}/patients", "value": "pt-1"}])
+def test_a_hostile_destination_cannot_overwrite_another_patient_found_by_identifier(ehr, factory, narrow, db, api,
+                                                                                     identifier):
+    before = api.get("/patients/pt-1").get_json()
+    serve(ehr, [ehr_patient("h-1", family="Hijacked", identifier=[identifier])])
+    stats = run(factory, narrow)
+    assert (stats.applied, stats.skipped) == (0, 1)
+    assert stats.errors == ["Patient/h-1: outside this destination's patient selection"]
+    after = api.get("/patients/pt-1").get_json()
+    assert after["name"] == before["name"] and after["meta"]["version"] == before["meta"]["version"]
+    assert remote(db, narrow, "Patient", "h-1") is None
+
+
+def test_a_patient_in_the_destinations_selection_is_updated(ehr, factory, db, api):
+    assert api.put("/practitioners/dr-ortiz", PSYCHIATRIST).status_code == 201
+    assert api.put("/patients/pt-1", PATIENT).status_code == 201
+    dest = destinations.create(db, {"name": "ortiz", "url": EHR, "pull": True,
+                                    "patients": {"kind": "referred-by", "practitioner_id": "dr-ortiz"}}, T0)
+    db.commit()
+    serve(ehr, [ehr_patient("h-1", family="Rowan-Hale", identifier=[PT1_MRN])])
+    stats = run(factory, dest.id)
+    assert (stats.applied, stats.errors) == (1, [])
+    assert api.get("/patients/pt-1").get_json()["name"]["family"] == "Rowan-Hale"
+
+
+def test_a_destination_may_update_the_patients_it_created(ehr, factory, narrow, db, api):
+    serve(ehr, [ehr_patient("p-new", mrn="E-900")])
+    assert run(factory, narrow).applied == 1
+    ehr.reset()
+    serve(ehr, [ehr_patient("p-new", mrn="E-900", family="Larch-Fir", updated=LATE)])
+    stats = run(factory, narrow)
+    assert (stats.applied, stats.errors) == (1, [])
+    assert {p["name"]["family"] for p in clinic_patients(api)} == {"Rowan", "Larch-Fir"}
+    assert remote(db, narrow, "Patient", "p-new").created_by_pull is True
+
+
+def test_a_referral_cannot_be_pulled_onto_a_patient_outside_the_selection(ehr, factory, narrow, api):
+    serve(ehr, [], [ehr_referral(subject="Patient/h-1")])
+    ehr.get(f"{EHR}/Patient/h-1", json=ehr_patient("h-1", identifier=[PT1_MRN]))
+    ehr.get(f"{EHR}/Practitioner/dr-9", json=ehr_practitioner())
+    stats = run(factory, narrow)
+    assert stats.errors == ["ServiceRequest/sr-1: subject Patient/h-1: outside this destination's patient selection"]
+    assert api.get("/referrals").get_json()["items"] == []
+
+
+def test_a_practitioner_the_destination_did_not_create_is_linked_but_never_changed(ehr, factory, dest_id, db, api):
+    assert api.put("/practitioners/dr-ortiz", make(PSYCHIATRIST, npi=NPI)).status_code == 201
+    before = api.get("/practitioners/dr-ortiz").get_json()
+    serve(ehr, [ehr_patient()], [ehr_referral()])
+    ehr.get(f"{EHR}/Practitioner/dr-9", json=ehr_practitioner())  # family "Ortiz", given "Ana", same NPI
+    stats = run(factory, dest_id)
+    assert stats.errors == [] and stats.applied == 2  # the patient and the referral
+    after = api.get("/practitioners/dr-ortiz").get_json()
+    assert after["name"] == before["name"] and after["meta"]["version"] == before["meta"]["version"]
+    [referral] = api.get("/referrals").get_json()["items"]
+    assert referral["referrer_id"] == "dr-ortiz"
+
+
+def test_only_the_types_the_destination_receives_are_pulled(ehr, factory, db):
+    dest = destinations.create(db, {"name": "patients-only", "url": EHR, "pull": True,
+                                    "resource_types": ["Organization", "Practitioner", "Patient"]}, T0)
+    db.commit()
+    serve(ehr, [ehr_patient()], [ehr_referral()])
+    stats = run(factory, dest.id)
+    assert stats.applied == 1 and searches(ehr, "ServiceRequest") == []
+
+
+def test_a_flood_is_cut_at_the_cap_and_the_page_kept_for_the_next_run(ehr, factory, dest_id, db):
+    from service.sync.pull import MAX_RECORDS_PER_RUN
+
+    assert MAX_RECORDS_PER_RUN == 1000
+    flood = [ehr_patient(f"f-{n}", mrn=f"F-{n}", updated=LATE) for n in range(10_000)]
+    serve(ehr, flood)
+    stats = run(factory, dest_id, max_records=25)
+    assert (stats.fetched, stats.applied) == (25, 25)
+    assert stats.errors == ["the cap of 25 records per run was reached"]
+    assert fresh(db).scalar(select(func.count()).select_from(models.Patient)) == 25
+    dest = db.get(models.Destination, dest_id)
+    assert dest.pull_watermarks.get("Patient") is None  # the cut page is read again next time
+    assert dest.last_pull_error == "the cap of 25 records per run was reached"
+
+
+# --- the audit trail ---
+
+
+def test_a_pull_run_is_one_audit_event_naming_the_destination_and_what_it_applied(ehr, factory, dest_id, db, app):
+    from service import audit
+
+    serve(ehr, [ehr_patient()])
+    run(factory, dest_id)
+    assert audit.flush(app)
+    [row] = fresh(db).scalars(select(models.AuditEventRow)).all()
+    event = json.loads(row.content)
+    assert (event["subtype"][0]["code"], event["action"], event["outcome"]) == ("search-type", "E", "0")
+    assert [a["requestor"] for a in event["agent"]] == [True, False]
+    assert event["agent"][1]["who"]["identifier"] == {"system": f"{BASE}/sync-destinations", "value": dest_id}
+    [patient] = fresh(db).scalars(select(models.Patient)).all()
+    patient_fhir = fhir_id(BASE, "Patient", "patients", patient.id)
+    assert [e["what"]["reference"] for e in event["entity"]] == [f"Patient/{patient_fhir}"]
+    provenance = next(json.loads(r.content) for r in fresh(db).scalars(select(models.FhirResource).where(
+        models.FhirResource.resource_type == "Provenance")))
+    assert provenance["agent"][0]["who"]["identifier"] == {"system": f"{BASE}/sync-destinations", "value": dest_id}
