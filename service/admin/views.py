@@ -1,6 +1,9 @@
 """The admin API: sync destinations, their queues, dead letters and delivery attempts.
 
-Every route needs the ``admin`` scope. Responses carry settings, ids, statuses, codes and times:
+Every route needs the ``admin`` scope; adding a destination, and a change that re-points it
+(``url``, ``auth``), widens what it receives (``patients``, ``resource_types``, ``pull``) or
+enables it, also needs ``admin:destinations`` (403 otherwise, before anything is read or
+written). Responses carry settings, ids, statuses, codes and times:
 never a secret (auth tokens, private keys) and never patient data. Status codes: a body that is
 not a JSON object is 400, bad query parameters 400 with field errors, a destination or replay
 body that fails validation 422 with field errors (a taken name too: it is a field error like
@@ -12,17 +15,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
 from service import models
-from service.admin import remove_destination, save_destination
-from service.auth import require_scope
+from service.admin import DESTINATIONS_SCOPE, needs_destinations_scope, remove_destination, save_destination
+from service.auth import has_scope, require_scope
 from service.clinic.fields import AwareDateTime
 from service.clinic.importer import parse_json
 from service.db import get_session
-from service.errors import BadRequest, NotFound, UnprocessableEntity, flatten_errors
+from service.errors import BadRequest, Forbidden, NotFound, UnprocessableEntity, flatten_errors
 from service.sync import destinations, outbox, status
 
 __all__ = ["bp"]
@@ -94,8 +97,12 @@ def _args(schema: Schema) -> dict[str, Any]:
 
 
 def _save(dest: models.Destination | None, data: dict[str, Any]) -> tuple[models.Destination, int]:
+    if needs_destinations_scope(dest, data) and not has_scope(DESTINATIONS_SCOPE):
+        # the message names the scope only: nothing of the body or the destination is echoed
+        raise Forbidden(f"adding, re-pointing, widening or enabling a destination needs the scope "
+                        f"{DESTINATIONS_SCOPE!r}")
     try:
-        return save_destination(get_session(), dest, data, _now())
+        return save_destination(get_session(), dest, data, _now(), current_app.config["SETTINGS"])
     except ValidationError as exc:
         raise UnprocessableEntity("the destination failed validation", flatten_errors(exc.messages)) from None
 

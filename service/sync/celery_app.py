@@ -38,10 +38,19 @@ def _factory() -> sessionmaker[Session]:
     return session_factory(make_engine(settings.database_url), settings)
 
 
+def _setup_logging(**_: Any) -> None:
+    from service import logs
+
+    logs.configure(Settings.from_env().log_level)
+
+
 def app_for(settings: Settings) -> Any:
     """The Celery app of these settings (broker, queue, beat schedule)."""
     from celery import Celery
+    from celery.signals import setup_logging
 
+    # a receiver makes Celery leave logging to us: our handler, which redacts tracebacks
+    setup_logging.connect(_setup_logging)
     app = Celery("ketamine_fhir", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
         task_default_queue=settings.sync_queue,

@@ -11,10 +11,13 @@ import time
 from typing import Any
 
 import requests
+from cryptography.fernet import InvalidToken
 from requests.adapters import HTTPAdapter
+from sqlalchemy.orm import object_session
 
 from service import models
 from service.sync.auth import auth_for
+from service.sync.destinations import open_auth
 
 __all__ = ["FhirClient", "client_for"]
 
@@ -54,8 +57,10 @@ class FhirClient:
         self._pace()
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
         extra = {"Content-Type": FHIR_JSON} if body is not None else {}
+        # no redirects: the operator allowed this host, not wherever it points (a 307/308 would
+        # resend the PHI body there); a 3xx is an answer like any other (a dead letter, logged)
         return self.session.request(method, url, json=body, params=params, headers={**extra, **(headers or {})},
-                                    timeout=self.timeout)
+                                    timeout=self.timeout, allow_redirects=False)
 
     def close(self) -> None:
         self.session.close()
@@ -75,7 +80,23 @@ def client_for(dest: models.Destination) -> FhirClient:
             return known[1]
         if known is not None:
             known[1].close()
-        client = FhirClient(dest.base_url, auth_kind=dest.auth_kind, auth_config=dict(dest.auth_config or {}),
+        # secrets are decrypted here, where requests are built, and live only in the client's auth
+        client = FhirClient(dest.base_url, auth_kind=dest.auth_kind, auth_config=_opened(dest),
                             timeout=(dest.connect_timeout, dest.read_timeout), rate_limit=dest.rate_limit)
         _CLIENTS[dest.id] = (stamp, client)
         return client
+
+
+def _opened(dest: models.Destination) -> dict[str, Any]:
+    """The destination's auth settings with secrets decrypted by its session's cipher."""
+    db = object_session(dest)
+    cipher = db.info["encryption"] if db is not None and "encryption" in db.info else _no_cipher
+    try:
+        return open_auth(dest.auth_config or {}, cipher)
+    except InvalidToken:  # the worker logs this and retries later; say which setting to look at
+        raise RuntimeError(f"destination {dest.id}: no configured encryption key opens its secrets "
+                           "(KETAMINE_FHIR_ENCRYPTION_KEYS or <data>/encryption.key)") from None
+
+
+def _no_cipher() -> Any:
+    raise RuntimeError("an encrypted destination secret needs a session from service.db.session_factory")

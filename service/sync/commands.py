@@ -31,6 +31,10 @@ def worker(concurrency: int, drain: bool, celery: bool | None) -> None:
     settings = Settings.from_env()
     migrate(settings)
     use_celery = bool(settings.broker_url) if celery is None else celery
+    if not use_celery or drain:  # Celery sets logging up itself, through our setup_logging receiver
+        from service import logs
+
+        logs.configure(settings.log_level)
     if use_celery and not drain:
         if not settings.broker_url:
             raise click.UsageError("--celery needs KETAMINE_FHIR_BROKER_URL")

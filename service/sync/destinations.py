@@ -4,15 +4,21 @@ A destination is configuration (URL, auth, which resource types and which patien
 mode and limits, retry policy) plus shared runtime state (circuit, throttle, last success/error)
 in one row. The admin API and the CLI both go through :func:`create`, :func:`update` and
 :func:`public_view`; the latter never returns a secret.
+
+Secrets (``SECRET_FIELDS`` of ``auth``) are stored encrypted: ``auth_config`` holds
+``{"token": {"enc": "<Fernet token>"}}``, sealed with the session's ``encryption`` cipher
+(``session.info``, service/db.py) and opened only where requests are built (:func:`open_auth`,
+from service/sync/client.py). Rows written before encryption hold plain strings: they still work
+and ``ketamine-fhir secrets rotate`` (:func:`rotate_auth`) encrypts them.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
@@ -22,8 +28,11 @@ from sqlalchemy.orm import Session
 from service import models
 from service.sync.retry import CircuitBreaker, CircuitState, RetryPolicy
 
+if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
+
 __all__ = ["DEFAULT_TYPES", "MODES", "SYNCABLE_TYPES", "DestinationSchema", "create", "get", "interested_patients",
-           "public_view", "update"]
+           "open_auth", "public_view", "rotate_auth", "seal_auth", "update"]
 
 #: every type the mappings emit; Provenance is opt-in (one per write doubles the traffic)
 SYNCABLE_TYPES = ("Organization", "Practitioner", "PractitionerRole", "Patient", "Condition", "ServiceRequest",
@@ -129,7 +138,51 @@ class DestinationSchema(Schema):
             raise ValidationError(str(exc)) from None
 
 
-def _apply(dest: models.Destination, data: Mapping[str, Any]) -> None:
+def _cipher(db: Session) -> MultiFernet:
+    try:
+        return db.info["encryption"]()
+    except KeyError:  # a bare Session: refuse rather than store a secret in plaintext
+        raise RuntimeError("this session has no encryption cipher: use service.db.session_factory") from None
+
+
+def seal_auth(config: Mapping[str, Any], cipher: Callable[[], MultiFernet]) -> dict[str, Any]:
+    """``auth_config`` as stored: each secret encrypted (``{"enc": ...}``), the rest as given.
+
+    ``cipher`` is called only when there is a secret, so auth ``none`` needs no key.
+    """
+    sealed = dict(config)
+    for key in SECRET_FIELDS:
+        if isinstance(sealed.get(key), str):
+            sealed[key] = {"enc": cipher().encrypt(sealed[key].encode()).decode()}
+    return sealed
+
+
+def open_auth(config: Mapping[str, Any], cipher: Callable[[], MultiFernet]) -> dict[str, Any]:
+    """``auth_config`` with its secrets in clear, for building requests; plain (legacy) values pass.
+
+    :raise cryptography.fernet.InvalidToken: no configured key opens a secret
+    """
+    opened = dict(config)
+    for key in SECRET_FIELDS:
+        value = opened.get(key)
+        if isinstance(value, Mapping) and "enc" in value:
+            opened[key] = cipher().decrypt(value["enc"].encode()).decode()
+    return opened
+
+
+def rotate_auth(config: Mapping[str, Any], cipher: Callable[[], MultiFernet]) -> dict[str, Any]:
+    """``auth_config`` with every secret encrypted under the first key (plain values encrypted too)."""
+    rotated = dict(config)
+    for key in SECRET_FIELDS:
+        value = rotated.get(key)
+        if isinstance(value, Mapping) and "enc" in value:
+            rotated[key] = {"enc": cipher().rotate(value["enc"].encode()).decode()}
+        elif isinstance(value, str):
+            rotated[key] = {"enc": cipher().encrypt(value.encode()).decode()}
+    return rotated
+
+
+def _apply(db: Session, dest: models.Destination, data: Mapping[str, Any]) -> None:
     simple = ("name", "mode", "max_bundle_entries", "rate_limit", "connect_timeout", "read_timeout", "enabled", "pull")
     for key in simple:
         if key in data:
@@ -138,7 +191,7 @@ def _apply(dest: models.Destination, data: Mapping[str, Any]) -> None:
         dest.base_url = data["url"].rstrip("/")
     if "auth" in data:
         dest.auth_kind = data["auth"]["kind"]
-        dest.auth_config = {k: v for k, v in data["auth"].items() if k != "kind"}
+        dest.auth_config = seal_auth({k: v for k, v in data["auth"].items() if k != "kind"}, lambda: _cipher(db))
     if "resource_types" in data:
         dest.resource_types = [t for t in SYNCABLE_TYPES if t in set(data["resource_types"])]
     if "patients" in data:
@@ -156,7 +209,7 @@ def create(db: Session, data: Mapping[str, Any], now: datetime) -> models.Destin
     _unique_name(db, loaded["name"], None)
     dest = models.Destination(id=str(uuid.uuid4()), created_at=now, updated_at=now, pull_watermarks={},
                               circuit_state="closed", circuit_failures=0)
-    _apply(dest, loaded)
+    _apply(db, dest, loaded)
     db.add(dest)
     db.flush()
     from service.sync.outbox import sweep  # late: outbox imports this module
@@ -170,7 +223,7 @@ def update(db: Session, dest: models.Destination, data: Mapping[str, Any], now: 
     loaded = DestinationSchema().load(dict(data), partial=True)
     if "name" in loaded:
         _unique_name(db, loaded["name"], dest.id)
-    _apply(dest, loaded)
+    _apply(db, dest, loaded)
     dest.updated_at = now
     db.flush()
     from service.sync.outbox import sweep

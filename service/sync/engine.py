@@ -33,7 +33,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import models
+from service import audit, models
 from service.sync import destinations, outbox
 from service.sync.client import FhirClient, client_for
 from service.sync.entries import Item, Unresolved, entry_for, order, references, remote_id_of
@@ -438,6 +438,8 @@ class Delivery:
         if request != "none":
             self._health(db, dest, results, now)
         db.commit()
+        if request != "none":
+            _audit(self.factory, dest, chunk, results, request)
 
     def _settle_ids(self, db: Session, dest: models.Destination, ids: list[int], res: Result, request: str) -> None:
         now = self.clock()
@@ -621,6 +623,22 @@ def _failure(resp: requests.Response, now: datetime) -> Result:
         return Result("retry", resp.status_code, error, retry_after=parse_retry_after(resp.headers.get("Retry-After"),
                                                                                       now))
     return Result("dead", resp.status_code, error, outcome=outcome)
+
+
+#: the first word of a request's name (``_send``) -> its restful-interaction subtype and AuditEvent action
+_REQUEST_AUDIT = {"transaction": ("transaction", "E"), "batch": ("batch", "E"), "PUT": ("update", "U"),
+                  "POST": ("create", "C"), "DELETE": ("delete", "D")}
+
+
+def _audit(factory: sessionmaker[Session], dest: models.Destination, chunk: Sequence[Item],
+           results: Sequence[Result], request: str) -> None:
+    """One AuditEvent per request sent: the destination, the resources in it, and how it ended
+    (8 when it is to be retried: a 5xx, a timeout; 4 when refused for good; else 0)."""
+    subtype, action = _REQUEST_AUDIT.get(request.split(" ", 1)[0], ("transaction", "E"))
+    kinds = {r.result for r in results}
+    outcome = "8" if "retry" in kinds else "4" if "dead" in kinds else "0"
+    audit.write_now(factory, audit.Pending(utcnow(), subtype, action, outcome, audit.service_agents(dest),
+                                           resources=[f"{i.resource_type}/{i.resource_id}" for i in chunk]))
 
 
 def _attempt(message_id: int, dest_id: str, at: datetime, worker: str, request: str, res: Result,

@@ -6,6 +6,7 @@ the delivery engine (tested elsewhere) would leave them.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -42,10 +43,23 @@ class Admin:
     def delete(self, path: str):
         return self.client.delete(f"/admin{path}", headers=self.headers)
 
-    def create(self, **fields) -> dict:
-        response = self.post("/destinations", {"name": "ehr", "url": URL, **fields})
+    def create(self, enable: bool = True, **fields) -> dict:
+        """POST a destination (it starts paused), then enable it as its own step: the destination as
+        it is then, with the POST's ``queued`` (the initial load)."""
+        response = self.post("/destinations", {"name": fields.get("name", "ehr"), "url": URL, **fields})
         assert response.status_code == 201, response.get_json()
-        return response.get_json()
+        created = response.get_json()
+        if not enable:
+            return created
+        enabled = self.patch(f"/destinations/{created['id']}", {"enabled": True})
+        assert enabled.status_code == 200 and enabled.get_json()["enabled"] is True, enabled.get_json()
+        return created | {k: v for k, v in enabled.get_json().items() if k in created and k != "queued"}
+
+
+@pytest.fixture
+def settings(settings):
+    """The app's settings with the destination host these tests use allowed (security review, finding 2)."""
+    return dataclasses.replace(settings, destination_hosts=("ehr.example",))
 
 
 @pytest.fixture
@@ -129,9 +143,17 @@ def test_a_clinic_token_is_forbidden_the_admin_routes(client, db, method, path):
     assert "admin" in response.get_json()["message"]
 
 
-def test_the_admin_scope_is_enough(client, db):
-    headers = {"Authorization": f"Bearer {create_token(db, 'ops', ['admin'])}"}
-    assert Admin(client, headers).create()["name"] == "ehr"
+def test_the_admin_scope_is_enough_to_run_a_destination(admin, client, db):
+    """Status, listing, pausing, sweeps, replays and removal: ``admin``; adding and enabling need
+    ``admin:destinations`` (tests/sync/test_destination_security.py)."""
+    dest_id = admin.create()["id"]
+    ops = Admin(client, {"Authorization": f"Bearer {create_token(db, 'ops', ['admin'])}"})
+    for path in ("", "/ehr", "/ehr/status", "/ehr/waiting", "/ehr/dead-letters", "/ehr/attempts"):
+        assert ops.get(f"/destinations{path}").status_code == 200, path
+    assert ops.post("/destinations/ehr/sweep", {}).status_code == 200
+    assert ops.post("/destinations/ehr/dead-letters/replay", {}).status_code == 200
+    assert ops.patch("/destinations/ehr", {"enabled": False, "read_timeout": 10}).get_json()["enabled"] is False
+    assert ops.delete(f"/destinations/{dest_id}").status_code == 204
 
 
 @pytest.mark.parametrize("method,path", ROUTES[2:])
@@ -153,6 +175,8 @@ def test_create_list_show_patch_and_delete_a_destination(admin):
     assert created["url"] == URL and created["mode"] == "batch" and created["queued"] == 0
     assert created["retry"]["max_attempts"] == 3 and created["retry"]["base_seconds"] == 2.0
     assert created["auth"] == {"kind": "none"} and created["circuit"] == "closed"
+    assert created["enabled"] is False  # a new destination is paused until enabled
+    assert admin.patch("/destinations/ehr", {"enabled": True}).get_json()["enabled"] is True
 
     listed = admin.get("/destinations").get_json()["destinations"]
     assert [d["id"] for d in listed] == [created["id"]]

@@ -28,7 +28,9 @@ URL = "https://ehr.example/fhir"
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {"KETAMINE_FHIR_DATA": str(tmp_path / "data"), "DATABASE_URL": ""}
+    # the destination host these tests use must be allowed (security review, finding 2)
+    return {"KETAMINE_FHIR_DATA": str(tmp_path / "data"), "DATABASE_URL": "",
+            "KETAMINE_FHIR_DESTINATION_HOSTS": "ehr.example"}
 
 
 @pytest.fixture
@@ -84,7 +86,10 @@ def set_rows(db, ids: list[int], **values) -> None:
 def test_destination_add_queues_the_initial_load_and_says_how_much(env, clinic):
     output = ok(env, "destination", "add", "--name", "ehr", "--url", URL, "--types", "Patient,Observation")
     dest = shown(env)
-    assert output.strip() == f"added destination ehr (id {dest['id']}): {dest['status']['pending']} resource(s) queued"
+    assert output.splitlines() == [
+        f"added destination ehr (id {dest['id']}): {dest['status']['pending']} resource(s) queued",
+        "it is paused: nothing is sent until `ketamine-fhir destination update ehr --enabled`"]
+    assert dest["enabled"] is False
     assert dest["resource_types"] == ["Patient", "Observation"] and dest["status"]["pending"] > 2
 
 
@@ -142,7 +147,9 @@ def test_destination_list_and_show(env):
     dest_id = shown(env)["id"]
     table = ok(env, "destination", "list").splitlines()
     assert table[0].split() == ["NAME", "ID", "MODE", "AUTH", "ENABLED", "CIRCUIT", "URL"]
-    assert table[1].split() == ["ehr", dest_id, "transaction", "none", "True", "closed", URL]
+    assert table[1].split() == ["ehr", dest_id, "transaction", "none", "False", "closed", URL]
+    ok(env, "destination", "update", "ehr", "--enabled")
+    assert ok(env, "destination", "list").splitlines()[1].split()[4] == "True"
     assert shown(env, dest_id) == shown(env)
     details = ok(env, "destination", "show", "ehr").splitlines()
     assert "name: ehr" in details and "status.pending: 0" in details and "auth.kind: none" in details
@@ -188,6 +195,7 @@ def test_destination_remove(env, clinic, db):
 def test_sync_status_is_one_line_per_destination(env, clinic, db):
     ok(env, "destination", "add", "--name", "ehr", "--url", URL)
     ok(env, "destination", "add", "--name", "patients-only", "--url", URL, "--types", "Patient")
+    ok(env, "destination", "update", "ehr", "--enabled")
     dest_id = shown(env)["id"]
     ids = [m.id for m in outbox(db, dest_id)]
     set_rows(db, ids[:5], status="delivered")
@@ -198,7 +206,7 @@ def test_sync_status_is_one_line_per_destination(env, clinic, db):
     assert re.split(r"\s{2,}", table[0]) == ["NAME", "ENABLED", "CIRCUIT", "PENDING", "IN FLIGHT", "DELIVERED",
                                              "DEAD LETTERS", "OLDEST PENDING", "LAST SUCCESS", "LAST ERROR"]
     assert table[1].split()[:8] == ["ehr", "True", "closed", str(len(ids) - 8), "1", "5", "2", "2h05m"]
-    assert table[2].split() == ["patients-only", "True", "closed", "2", "0", "0", "0", "0s", "-", "-"]
+    assert table[2].split() == ["patients-only", "False", "closed", "2", "0", "0", "0", "0s", "-", "-"]
     as_json = json.loads(ok(env, "sync", "status", "--json"))
     assert [d["name"] for d in as_json["destinations"]] == ["ehr", "patients-only"]
     assert as_json["destinations"][0]["status"]["dead_letters"] == 2

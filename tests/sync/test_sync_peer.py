@@ -75,6 +75,9 @@ def test_an_unchanged_resource_is_not_sent_again(app, api, db, fresh_peer):
     kind, record = next((k, r) for k, r in records if k == "patients")
     assert api.put(f"/{kind}/{record['id']}", record).headers["X-Write-Outcome"] == "unchanged"
     assert active_total(db) == 0
+    # the PUT's AuditEvent committed after this session's read began: a stale SQLite snapshot cannot
+    # write, so start a fresh transaction (as the service's own writers do)
+    db.rollback()
     # an operator re-queues every resource: none goes over the wire again
     everything = db.scalars(select(models.FhirResource).where(models.FhirResource.resource_type.in_(
         dest.resource_types))).all()
