@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import re
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -27,6 +31,9 @@ def _session(settings: Settings):
 @click.version_option(package_name="ketamine-fhir")
 def main() -> None:
     """ketamine-fhir: FHIR integration service for ketamine clinics."""
+    from service import logs
+
+    logs.protect_command_line()  # an error's traceback must not print the patient data in its message
 
 
 @main.command("init-db")
@@ -50,6 +57,9 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     from service.server import run
 
     settings = _settings()
+    if not os.environ.get("KETAMINE_FHIR_PUBLIC_URL"):  # absolute URLs name where we listen
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        settings = dataclasses.replace(settings, public_url=f"http://{shown}:{port}")
     migrate(settings)
     # Echo the command as it was typed (e.g. .venv/bin/ketamine-fhir) so the hint works when pasted.
     cli = sys.argv[0] if Path(sys.argv[0]).name == "ketamine-fhir" else "ketamine-fhir"
@@ -62,7 +72,45 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 
 @main.group()
 def token() -> None:
-    """Create, list and revoke API bearer tokens."""
+    """Create, list, rotate and revoke API bearer tokens."""
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(text: str, option: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w`` (or ``0``) as a timedelta."""
+    match = re.fullmatch(r"(\d+)([smhdw])|0", text.strip().lower())
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a duration such as 90d, 12h, 30m", param_hint=option)
+    return timedelta(0) if match[0] == "0" else timedelta(seconds=int(match[1]) * _DURATION_UNITS[match[2]])
+
+
+def _expiry(expires_in: str | None, expires_at: str | None) -> datetime | None:
+    """The expiry the options ask for; None when neither is given."""
+    if expires_in and expires_at:
+        raise click.UsageError("give --expires-in or --expires-at, not both")
+    if expires_in:
+        lifetime = _duration(expires_in, "--expires-in")
+        if not lifetime:
+            raise click.BadParameter("must be longer than 0", param_hint="--expires-in")
+        return datetime.now(UTC) + lifetime
+    if not expires_at:
+        return None
+    try:
+        at = datetime.fromisoformat(expires_at)
+    except ValueError:
+        raise click.BadParameter(f"{expires_at!r} is not an ISO 8601 time", param_hint="--expires-at") from None
+    if at.tzinfo is None:
+        raise click.BadParameter("needs a UTC offset, e.g. 2027-01-31T00:00:00Z", param_hint="--expires-at")
+    return at
+
+
+def _expiry_options(command):
+    """``--expires-in`` / ``--expires-at`` for ``token create`` and ``token rotate``."""
+    command = click.option("--expires-at", help="When the token stops working: ISO 8601 with offset "
+                                                "(2027-01-31T00:00:00Z).")(command)
+    return click.option("--expires-in", help="Lifetime from now: 90d, 12h, 30m, 2w.")(command)
 
 
 @token.command("create")
@@ -70,16 +118,18 @@ def token() -> None:
 @click.option("--scope", "scopes", required=True, multiple=True,
               help="Scope(s): clinic:read, clinic:write, admin, *, or SMART system scopes for /fhir "
                    "such as 'system/*.rs' (repeat or space-separate).")
-def token_create(name: str, scopes: tuple[str, ...]) -> None:
-    """Create a token and print it (it is shown only this once)."""
+@_expiry_options
+def token_create(name: str, scopes: tuple[str, ...], expires_in: str | None, expires_at: str | None) -> None:
+    """Create a token and print it (it is shown only this once). No expiry unless asked."""
     from service.auth import TokenError, create_token
     from service.db import migrate
 
+    expiry = _expiry(expires_in, expires_at)
     settings = _settings()
     migrate(settings)
     with _session(settings) as db:
         try:
-            secret = create_token(db, name, scopes)
+            secret = create_token(db, name, scopes, expires_at=expiry)
         except TokenError as exc:
             raise click.UsageError(str(exc)) from None
     click.echo(secret)
@@ -87,13 +137,49 @@ def token_create(name: str, scopes: tuple[str, ...]) -> None:
 
 @token.command("list")
 def token_list() -> None:
-    """List tokens (names and scopes, never secrets)."""
+    """List tokens (names, scopes, state, created, expiry; never secrets)."""
     from service.auth import list_tokens
 
+    now = datetime.now(UTC)
     with _session(_settings()) as db:
         for t in list_tokens(db):
-            state = "revoked" if t.revoked_at else "active"
-            click.echo(f"{t.name}\t{t.scopes}\t{state}\t{t.created_at.isoformat()}")
+            expired = t.expires_at is not None and t.expires_at <= now
+            state = "revoked" if t.revoked_at else "expired" if expired else "active"
+            expiry = f"expires {t.expires_at.isoformat()}" if t.expires_at else "no expiry"
+            line = f"{t.name}\t{t.scopes}\t{state}\t{t.created_at.isoformat()}\t{expiry}"
+            if t.previous_expires_at is not None and t.previous_expires_at > now and not t.revoked_at:
+                line += f"\told secret until {t.previous_expires_at.isoformat()}"
+            click.echo(line)
+
+
+@token.command("rotate")
+@click.option("--name", required=True, help="The token to give a new secret.")
+@_expiry_options
+@click.option("--grace", default="0", show_default=True,
+              help="How long the old secret keeps working (1h, 30m), so a deployment can switch over.")
+def token_rotate(name: str, expires_in: str | None, expires_at: str | None, grace: str) -> None:
+    """Print a new secret for NAME (same name and scopes; shown only this once) and end the old one,
+    at once or after --grace. Without --expires-in/--expires-at the new secret gets the old lifetime."""
+    from service.auth import TokenError, rotate_token
+
+    expiry, grace_period = _expiry(expires_in, expires_at), _duration(grace, "--grace")
+    with _session(_settings()) as db:
+        try:
+            secret = rotate_token(db, name, expires_at=expiry, grace=grace_period)
+        except TokenError as exc:
+            raise click.ClickException(str(exc)) from None
+        until = db.scalar(_previous_expiry(name))
+    click.echo(secret)  # stdout: the secret alone, for $(...); what happened goes to stderr
+    old = f"works until {until.isoformat()}" if until else "no longer works"
+    click.echo(f"rotated {name}: the old secret {old}", err=True)
+
+
+def _previous_expiry(name: str):
+    from sqlalchemy import select
+
+    from service.models import ApiToken
+
+    return select(ApiToken.previous_expires_at).where(ApiToken.name == name)
 
 
 @token.command("revoke")
@@ -169,13 +255,14 @@ def import_file(file) -> None:
 
     Prints the report as JSON; exits 1 when any line was rejected.
     """
-    from service.clinic.importer import import_lines
+    from service.clinic.importer import import_lines, read_lines
     from service.db import ANALYZE_AFTER_LINES, analyze, migrate
 
     settings = _settings()
     migrate(settings)
     with _session(settings) as db:
-        report = import_lines(db, file)
+        report = import_lines(db, read_lines(file, settings.max_import_line_bytes),
+                              max_line_bytes=settings.max_import_line_bytes, max_errors=settings.max_import_errors)
         db.commit()
         if report["created"] + report["updated"] >= ANALYZE_AFTER_LINES:
             analyze(db)
@@ -299,8 +386,9 @@ def _destination_data(options: dict) -> dict:
     return data
 
 
-def _save_destination(db, dest, options: dict):
-    """Create or update through the code the API uses; field errors are printed one a line, exit 2."""
+def _save_destination(db, dest, options: dict, settings: Settings):
+    """Create or update through the code the API uses (the URL policy too); field errors are
+    printed one a line, exit 2."""
     from datetime import UTC, datetime
 
     from marshmallow import ValidationError
@@ -309,7 +397,7 @@ def _save_destination(db, dest, options: dict):
     from service.errors import flatten_errors
 
     try:
-        return save_destination(db, dest, _destination_data(options), datetime.now(UTC))
+        return save_destination(db, dest, _destination_data(options), datetime.now(UTC), settings)
     except ValidationError as exc:
         for path, messages in flatten_errors(exc.messages).items():
             where = next((opt for key, opt in _OPTION_OF.items() if path == key or path.startswith(key + ".")), path)
@@ -364,14 +452,19 @@ def destination() -> None:
 @click.option("--url", required=True, help="The destination's FHIR base URL.")
 @_destination_options
 def destination_add(**options) -> None:
-    """Add a destination and queue the clinic's current data for it (the initial load)."""
+    """Add a destination, paused, and queue the clinic's current data for it (the initial load).
+
+    The URL's host must be in KETAMINE_FHIR_DESTINATION_HOSTS. Nothing is sent until it is
+    enabled with `ketamine-fhir destination update NAME --enabled`.
+    """
     from service.db import migrate
 
     settings = _settings()
     migrate(settings)
     with _session(settings) as db:
-        dest, queued = _save_destination(db, None, options)
+        dest, queued = _save_destination(db, None, options, settings)
         click.echo(f"added destination {dest.name} (id {dest.id}): {queued} resource(s) queued")
+        click.echo(f"it is paused: nothing is sent until `ketamine-fhir destination update {dest.name} --enabled`")
 
 
 @destination.command("list")
@@ -431,9 +524,11 @@ def _flat(data: dict, prefix: str = ""):
 @click.option("--url", help="A new FHIR base URL.")
 @_destination_options
 def destination_update(key: str, **options) -> None:
-    """Change the settings given; a wider selection (--types, --patients) queues what it adds."""
-    with _session(_settings()) as db:
-        dest, queued = _save_destination(db, _find_destination(db, key), options)
+    """Change the settings given; a wider selection (--types, --patients) queues what it adds.
+    A new --url or auth pauses the destination unless --enabled is given too."""
+    settings = _settings()
+    with _session(settings) as db:
+        dest, queued = _save_destination(db, _find_destination(db, key), options, settings)
         click.echo(f"updated destination {dest.name}: {queued} resource(s) queued")
 
 
@@ -448,6 +543,40 @@ def destination_remove(key: str) -> None:
         name = dest.name
         remove_destination(db, dest)
     click.echo(f"removed destination {name}")
+
+
+@main.group("secrets")
+def secrets_group() -> None:
+    """Destination secrets at rest (encrypted with KETAMINE_FHIR_ENCRYPTION_KEYS or <data>/encryption.key)."""
+
+
+@secrets_group.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every destination secret with the first key (and encrypt any stored in plaintext).
+
+    Rotation: prepend a new key to KETAMINE_FHIR_ENCRYPTION_KEYS, restart, run this, then drop the old key.
+    """
+    from cryptography.fernet import InvalidToken
+    from sqlalchemy import select
+
+    from service.models import Destination
+    from service.sync.destinations import SECRET_FIELDS, rotate_auth
+
+    with _session(_settings()) as db:
+        dests = list(db.scalars(select(Destination).order_by(Destination.name)))
+        count = 0
+        for dest in dests:
+            try:
+                # a new dict: the JSON column sees an assignment, not an in-place change
+                dest.auth_config = rotate_auth(dest.auth_config or {}, db.info["encryption"])
+            except InvalidToken:
+                name = dest.name
+                db.rollback()
+                raise click.ClickException(f"no configured key opens the secrets of destination {name}: "
+                                           "keep its key in KETAMINE_FHIR_ENCRYPTION_KEYS; nothing changed") from None
+            count += sum(key in dest.auth_config for key in SECRET_FIELDS)
+        db.commit()
+    click.echo(f"re-encrypted {count} secret(s) of {len(dests)} destination(s) with the first key")
 
 
 @main.group()

@@ -67,7 +67,7 @@ def test_token_names_are_unique(db):
 
 def test_health_probes_and_openapi_are_open(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
-    assert client.get("/readyz").get_json() == {"status": "ok", "database": "ok"}
+    assert client.get("/readyz").get_json() == {"status": "ok", "database": "ok", "audit_dropped": 0}
     assert client.get("/api/v1/openapi.json").status_code == 200
 
 
