@@ -1,4 +1,5 @@
-# ketamine-fhir: the service on gunicorn, installed the same way README's quick start does.
+# ketamine-fhir: the service on gunicorn, installed as README's quick start does, with the
+# dependencies pinned to requirements.lock (the set tests/test_dependency_lock.py audits).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,10 +11,10 @@ RUN useradd --system --create-home --home-dir /app --uid 10001 ketamine \
     && mkdir /data && chown ketamine /data
 
 WORKDIR /app
-COPY --chown=ketamine pyproject.toml README.md ./
+COPY --chown=ketamine pyproject.toml README.md requirements.lock ./
 COPY --chown=ketamine service ./service
 COPY --chown=ketamine mappings ./mappings
-RUN pip install . && rm -rf build
+RUN pip install -r requirements.lock . && rm -rf build
 
 USER ketamine
 VOLUME ["/data"]

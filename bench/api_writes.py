@@ -104,7 +104,8 @@ class SqliteBackend:
 
     def fresh(self, label: str) -> Settings:
         folder = Path(self._tmp.name) / label
-        settings = Settings.from_env({"KETAMINE_FHIR_DATA": str(folder), "KETAMINE_FHIR_LOG_LEVEL": "WARNING"})
+        settings = Settings.from_env({"KETAMINE_FHIR_DATA": str(folder), "KETAMINE_FHIR_LOG_LEVEL": "WARNING",
+                                      "KETAMINE_FHIR_RATE_LIMITS": "off"})  # measure writes, not the limits
         migrate(settings)
         return settings
 
@@ -128,7 +129,7 @@ class PostgresBackend:
             conn.execute(text(f'CREATE DATABASE "{self._db}"'))
         self._created = True
         settings = Settings.from_env({"DATABASE_URL": self._url, "KETAMINE_FHIR_DATA": "/nonexistent",
-                                      "KETAMINE_FHIR_LOG_LEVEL": "WARNING"})
+                                      "KETAMINE_FHIR_LOG_LEVEL": "WARNING", "KETAMINE_FHIR_RATE_LIMITS": "off"})
         migrate(settings)
         return settings
 

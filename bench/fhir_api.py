@@ -297,6 +297,7 @@ def backend_env(backend: str, workdir: Path, pg_url: str, log: Log) -> Iterator[
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",) and not k.startswith("KETAMINE_FHIR_")}
     env["KETAMINE_FHIR_DATA"] = str(workdir / f"data-{backend}")
     env["KETAMINE_FHIR_LOG_LEVEL"] = "WARNING"
+    env["KETAMINE_FHIR_RATE_LIMITS"] = "off"  # the bench measures throughput, which the limits would cap
     if backend == "sqlite":
         yield env
         return

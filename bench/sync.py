@@ -232,6 +232,7 @@ def clean_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("KETAMINE_FHIR_")}
     env["KETAMINE_FHIR_DATA"] = str(data_dir)
     env["KETAMINE_FHIR_LOG_LEVEL"] = "WARNING"
+    env["KETAMINE_FHIR_RATE_LIMITS"] = "off"  # the bench measures throughput, which the limits would cap
     return env
 
 

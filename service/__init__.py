@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, g, jsonify, request
 
-from service import db, errors
+from service import body_limits, db, errors, headers, logs, ratelimit
 from service.config import Settings
 
 __all__ = ["create_app"]
@@ -20,22 +20,28 @@ log = logging.getLogger("ketamine_fhir.access")
 def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     """Build the WSGI app. Nothing global: engine and sessions hang off the app."""
     settings = settings or Settings.from_env()
-    app = Flask(__name__)
-    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_import_bytes,
+    app = _App(__name__)
+    # every body is one record's size unless its endpoint says otherwise (/import, Bundles)
+    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes,
                       STARTED_AT=datetime.now(UTC), **config)
     app.json.sort_keys = False
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings.log_level)
 
     db.init_app(app, settings)
     errors.init_app(app)
+    headers.init_app(app, settings)
+    body_limits.init_app(app, settings)
+    ratelimit.init_app(app, settings)  # after body_limits: the token endpoint's limit reads its form
 
-    from service import health
+    from service import audit, health
     from service.admin.views import bp as admin_bp
     from service.clinic.openapi import build_spec
     from service.clinic.views import bp as clinic_bp
+    from service.fhir import audit_views  # noqa: F401  (its /fhir/AuditEvent routes join the fhir blueprint)
     from service.fhir import views as fhir_views
     from service.fhir.smart import smart_bp
 
+    audit.init_app(app, app.extensions["db_sessionmaker"])  # the audit trail of every patient-data access
     app.register_blueprint(health.bp)
     app.register_blueprint(clinic_bp)
     app.register_blueprint(fhir_views.bp)
@@ -46,6 +52,13 @@ def create_app(settings: Settings | None = None, **config: Any) -> Flask:
     app.add_url_rule("/api/v1/openapi.json", "openapi", lambda: jsonify(spec))
     _access_log(app)
     return app
+
+
+class _App(Flask):
+    def log_exception(self, exc_info) -> None:
+        # Flask's own line names request.path, and paths carry record ids: name the route pattern
+        rule = request.url_rule.rule if request.url_rule else "(unmatched)"
+        self.logger.error("Exception on %s [%s]", rule, request.method, exc_info=exc_info)
 
 
 def _access_log(app: Flask) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 __all__ = [
@@ -103,6 +104,20 @@ def init_app(app: Flask) -> None:
         response.status_code = exc.status
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="ketamine-fhir"'
+        return response
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(exc: DBAPIError):
+        """Lock contention (another writer, a long import) is "try again shortly": 503 with
+        Retry-After, not a 500 (security review, finding 4). Any other database error stays a 500."""
+        from service.db import RETRY_AFTER_SECONDS, is_lock_contention
+
+        if not is_lock_contention(exc):
+            raise exc
+        message = "the database is busy with another write; retry after a few seconds"
+        response = jsonify({"message": message, "errors": {REQUEST: [message]}})
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
     @app.errorhandler(HTTPException)

@@ -24,4 +24,7 @@ def readyz():
     except SQLAlchemyError as exc:
         current_app.logger.warning("readiness: database unreachable (%s)", exc.__class__.__name__)
         return jsonify({"status": "unavailable", "database": "unreachable"}), 503
-    return jsonify({"status": "ok", "database": "ok"})
+    from service.audit import dropped
+
+    # audit events lost since start (queue full or store failing): the service fails open, operators alert on it
+    return jsonify({"status": "ok", "database": "ok", "audit_dropped": dropped(current_app)})

@@ -2,9 +2,10 @@
 
 Tests that take ``app``/``client``/``db`` run once per backend listed in ``BACKENDS`` when they
 are marked ``postgres`` (persistence tests), on PostgreSQL alone when marked ``postgres_only`` (what
-SQLite cannot do: several worker processes on one database), and on SQLite alone otherwise. PostgreSQL is the
-server at ``TEST_DATABASE_URL`` (default: the local one); each test run creates its own
-database there, migrates it once, and empties it between tests.
+SQLite cannot do: several worker processes on one database), on SQLite alone when marked
+``sqlite_only`` (in a ``postgres`` module: what only SQLite has, its database-wide write lock), and
+on SQLite alone otherwise. PostgreSQL is the server at ``TEST_DATABASE_URL`` (default: the local
+one); each test run creates its own database there, migrates it once, and empties it between tests.
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ from service.config import Settings
 from service.db import migrate
 from service.models import Base
 
+#: what every test app is configured with: Flask's test client calls itself http://localhost; rate
+#: limits off, so that no test is throttled by accident (tests/service/test_rate_limits.py turns them on)
+TEST_ENV = {"KETAMINE_FHIR_PUBLIC_URL": "http://localhost", "KETAMINE_FHIR_RATE_LIMITS": "off"}
+
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker
-        backends = (["postgresql"] if marker("postgres_only") else ["sqlite", "postgresql"] if marker("postgres")
-                    else ["sqlite"])
+        backends = (["postgresql"] if marker("postgres_only") else ["sqlite"] if marker("sqlite_only")
+                    else ["sqlite", "postgresql"] if marker("postgres") else ["sqlite"])
         metafunc.parametrize("backend", backends, scope="function")
 
 
@@ -71,10 +76,10 @@ def _truncate_pg(url: str) -> None:
 def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     if backend == "sqlite":
         shutil.copy(request.getfixturevalue("sqlite_template"), tmp_path / "ketamine-fhir.sqlite3")
-        return Settings.from_env({"KETAMINE_FHIR_DATA": str(tmp_path)})
+        return Settings.from_env({"KETAMINE_FHIR_DATA": str(tmp_path), **TEST_ENV})
     url = request.getfixturevalue("pg_database")
     _truncate_pg(url)
-    return Settings.from_env({"DATABASE_URL": url, "KETAMINE_FHIR_DATA": str(tmp_path)})
+    return Settings.from_env({"DATABASE_URL": url, "KETAMINE_FHIR_DATA": str(tmp_path), **TEST_ENV})
 
 
 @pytest.fixture

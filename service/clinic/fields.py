@@ -13,6 +13,11 @@ __all__ = ["ICD10", "AwareDateTime", "FullMatch", "Icd10Code", "Id", "StrictBool
            "luhn_npi_valid"]
 
 ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+#: white space, spelled out for regexes: Python's ``\s`` and JSON Schema's (ECMA 262) differ (U+0085
+#: is one only in Python, U+FEFF only in ECMA), and the OpenAPI document must mean what the API checks
+WHITE_SPACE = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+#: a ``Text`` must not be blank: at least one character that is not white space (``re.match``)
+NOT_BLANK = rf"^[{WHITE_SPACE}]*[^{WHITE_SPACE}]"
 # ICD-10-CM: letter, digit, alphanumeric; optional dot and 1-4 more characters (e.g. F33.2, G90.512).
 ICD10 = re.compile(r"^[A-Z][0-9][0-9AB](\.[0-9A-TV-Z]{1,4})?$")
 
@@ -78,7 +83,7 @@ def Id(**kwargs: Any) -> fields.String:
 def Text(max_len: int = 255, **kwargs: Any) -> fields.String:
     """A non-blank string of at most ``max_len`` characters."""
     return fields.String(validate=[validate.Length(min=1, max=max_len),
-                                   validate.Regexp(r"\s*\S", error="Must not be blank.")], **kwargs)
+                                   validate.Regexp(NOT_BLANK, error="Must not be blank.")], **kwargs)
 
 
 def Icd10Code(**kwargs: Any) -> fields.String:

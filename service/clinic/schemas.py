@@ -18,6 +18,7 @@ from mappings.clinical import (
     INSTRUMENTS,
 )
 from service.clinic.fields import (
+    WHITE_SPACE,
     AwareDateTime,
     FullMatch,
     Icd10Code,
@@ -56,9 +57,14 @@ def _phone() -> fields.String:
     return fields.String(validate=FullMatch(r"^\+?[0-9 ()./-]{3,32}$", error="Not a phone number."))
 
 
+_NOT_URI = WHITE_SPACE + r"\x00-\x1f\x7f"
+
+
 def _uri() -> fields.String:
     return fields.String(validate=[validate.Length(max=255),
-                                  FullMatch(r"^(https?://[^\s/]+\S*|urn:[a-z0-9][a-z0-9-]*:\S+)$",
+                                  # no white space and no control character (they are not storable)
+                                  FullMatch(rf"^(https?://[^{_NOT_URI}/]+[^{_NOT_URI}]*"
+                                            rf"|urn:[a-z0-9][a-z0-9-]*:[^{_NOT_URI}]+)$",
                                             error="Must be an absolute URI (http(s)://... or urn:...).")])
 
 
@@ -89,6 +95,7 @@ class IdentifierSchema(StrictSchema):
     value = Text(255, required=True)
 
 
+NPI_ERROR = "Not a valid NPI: 10 digits with a Luhn check digit."
 PRACTITIONER_ROLES = ("psychiatrist", "anesthesiologist", "physician", "nurse", "psychotherapist")
 PERSON_STATUSES = ("active", "inactive", "entered-in-error")
 
@@ -96,7 +103,8 @@ PERSON_STATUSES = ("active", "inactive", "entered-in-error")
 class PractitionerSchema(RecordSchema):
     name = fields.Nested(HumanNameSchema, required=True)
     role = fields.String(required=True, validate=OneOf(PRACTITIONER_ROLES))
-    npi = fields.String()
+    # the pattern documents the digits (and checks them first); the Luhn check digit is checked below
+    npi = fields.String(validate=FullMatch(r"^[0-9]{10}$", error=NPI_ERROR))
     organization = Text(200)
     phone = _phone()
     email = _email()
@@ -105,13 +113,14 @@ class PractitionerSchema(RecordSchema):
     @validates("npi")
     def _npi(self, value: str, **_: Any) -> None:
         if not luhn_npi_valid(value):
-            raise ValidationError("Not a valid NPI: 10 digits with a Luhn check digit.")
+            raise ValidationError(NPI_ERROR)
 
 
 class PatientSchema(RecordSchema):
     mrn = Text(64, required=True)
     name = fields.Nested(HumanNameSchema, required=True)
-    birth_date = fields.Date(required=True)
+    # the pattern documents the 1900-or-later rule for the OpenAPI document (the validator checks it)
+    birth_date = fields.Date(required=True, metadata={"pattern": r"^(19|[2-9][0-9])[0-9]{2}-"})
     sex = fields.String(required=True, validate=OneOf(("female", "male", "other", "unknown")))
     phone = _phone()
     email = _email()

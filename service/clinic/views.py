@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from marshmallow import Schema, ValidationError, fields, validate
 
+from service.audit import note
 from service.auth import require_scope
 from service.clinic.collections import COLLECTIONS, Collection
 from service.clinic.fields import ID_PATTERN, AwareDateTime, FullMatch
-from service.clinic.importer import import_lines, parse_json
+from service.clinic.importer import import_lines, parse_json, read_lines
 from service.clinic.store import get_record, list_records, put_record, to_response
 from service.db import ANALYZE_AFTER_LINES, analyze, get_session
 from service.errors import BadRequest, NotFound, UnprocessableEntity, flatten_errors
@@ -22,6 +24,11 @@ bp = Blueprint("clinic", __name__, url_prefix="/api/v1")
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 CHILDREN = {name for name, c in COLLECTIONS.items() if c.parent}
+# Routes name the collections (Werkzeug's ``any`` converter) instead of taking any segment, so a
+# path that is no collection is not routed to one: ``GET /import`` answers 405 with ``Allow: POST``
+# (not the 404 of an unknown collection), and OPTIONS lists only the methods a path supports.
+COLLECTION = "<any(" + ", ".join(COLLECTIONS) + "):collection>"
+CHILD = "<any(" + ", ".join(sorted(CHILDREN)) + "):child>"
 
 
 class ListQuery(Schema):
@@ -29,7 +36,8 @@ class ListQuery(Schema):
     since = AwareDateTime()
     status = fields.String(validate=FullMatch(r"^[a-z-]{1,32}$", error="Must be 1-32 characters of a-z and -."))
     limit = fields.Integer(validate=validate.Range(min=1))
-    cursor = fields.String(validate=validate.Length(min=1, max=512))
+    cursor = fields.String(validate=validate.Length(min=1, max=512), metadata={
+        "description": "Opaque: the next_cursor of the previous page, as returned. Any other value is 422."})
 
 
 _list_query = ListQuery()
@@ -59,6 +67,7 @@ def _json_body() -> Any:
 
 
 def _write_response(coll: Collection, result: Any) -> Response:
+    note(records=[(coll.name, result.row.id)])  # the audit trail: the record written
     body = to_response(result.row)
     body["warnings"] = result.warnings
     body["fhir"] = result.fhir
@@ -71,6 +80,7 @@ def _write_response(coll: Collection, result: Any) -> Response:
 
 
 def _read_response(coll: Collection, row: Any) -> Response:
+    note(records=[(coll.name, row.id)])  # the audit trail: the record served
     body = to_response(row)
     body["fhir"] = links_of(get_session(), coll.name, row.id)
     return jsonify(body)
@@ -100,6 +110,7 @@ def _list(coll: Collection, parent_id: str | None = None) -> Response:
     settings = current_app.config["SETTINGS"]
     limit = min(args.pop("limit", settings.page_size), settings.max_page_size)
     page = list_records(get_session(), coll, limit=limit, parent_id=parent_id, **args)
+    note(records=[(coll.name, item["id"]) for item in page.items])  # the audit trail: what was served
     body: dict[str, Any] = {"items": page.items, "limit": limit, "next_cursor": page.next_cursor}
     if page.next_cursor:
         nxt = request.args.to_dict() | {"cursor": page.next_cursor}
@@ -107,51 +118,51 @@ def _list(coll: Collection, parent_id: str | None = None) -> Response:
     return jsonify(body)
 
 
-@bp.get("/<collection>")
+@bp.get(f"/{COLLECTION}")
 @require_scope("clinic:read")
 def collection(collection: str) -> Response:
     return _list(_collection(collection))
 
 
-@bp.post("/<collection>")
+@bp.post(f"/{COLLECTION}")
 @require_scope("clinic:write")
 def create(collection: str) -> Response:
     return _write(_collection(collection), None, None, create_only=True)
 
 
-@bp.get("/<collection>/<record_id>")
+@bp.get(f"/{COLLECTION}/<record_id>")
 @require_scope("clinic:read")
 def record(collection: str, record_id: str) -> Response:
     coll = _collection(collection)
     return _read_response(coll, get_record(get_session(), coll, record_id))
 
 
-@bp.put("/<collection>/<record_id>")
+@bp.put(f"/{COLLECTION}/<record_id>")
 @require_scope("clinic:write")
 def replace(collection: str, record_id: str) -> Response:
     return _write(_collection(collection), record_id, None, create_only=False)
 
 
-@bp.get("/sessions/<parent_id>/<child>")
+@bp.get(f"/sessions/<parent_id>/{CHILD}")
 @require_scope("clinic:read")
 def child_collection(parent_id: str, child: str) -> Response:
     return _list(_child(child), parent_id)
 
 
-@bp.post("/sessions/<parent_id>/<child>")
+@bp.post(f"/sessions/<parent_id>/{CHILD}")
 @require_scope("clinic:write")
 def child_create(parent_id: str, child: str) -> Response:
     return _write(_child(child), None, parent_id, create_only=True)
 
 
-@bp.get("/sessions/<parent_id>/<child>/<record_id>")
+@bp.get(f"/sessions/<parent_id>/{CHILD}/<record_id>")
 @require_scope("clinic:read")
 def child_record(parent_id: str, child: str, record_id: str) -> Response:
     coll = _child(child)
     return _read_response(coll, get_record(get_session(), coll, record_id, parent_id))
 
 
-@bp.put("/sessions/<parent_id>/<child>/<record_id>")
+@bp.put(f"/sessions/<parent_id>/{CHILD}/<record_id>")
 @require_scope("clinic:write")
 def child_replace(parent_id: str, child: str, record_id: str) -> Response:
     return _write(_child(child), record_id, parent_id, create_only=False)
@@ -163,19 +174,17 @@ def import_ndjson() -> Response:
     if request.mimetype not in NDJSON_TYPES:
         raise BadRequest("the body must be NDJSON sent as Content-Type: application/x-ndjson",
                          {"_request": [f"Content-Type {request.mimetype or '(none)'} is not application/x-ndjson."]})
+    settings = current_app.config["SETTINGS"]
     db = get_session()
-    report = import_lines(db, request.get_data().splitlines())
+    # the whole body (at most max_import_bytes) as today, so whatever else reads it still can; a
+    # line over the cap is rejected unparsed
+    lines = read_lines(io.BytesIO(request.get_data()), settings.max_import_line_bytes)
+    report = import_lines(db, lines, max_line_bytes=settings.max_import_line_bytes,
+                          max_errors=settings.max_import_errors)
     db.commit()
+    note(records=[(line["type"], line["id"]) for line in report["lines"]])  # the audit trail: what was written
     if report["created"] + report["updated"] >= ANALYZE_AFTER_LINES:
         analyze(db)
     response = jsonify(report)
     response.status_code = 200
     return response
-
-
-@bp.before_request
-def _import_size_limit() -> None:
-    # /import takes whole clinics; every other write is one record.
-    settings = current_app.config["SETTINGS"]
-    is_import = request.endpoint == "clinic.import_ndjson"
-    request.max_content_length = settings.max_import_bytes if is_import else settings.max_body_bytes
