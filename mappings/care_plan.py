@@ -94,8 +94,10 @@ def _activity(n: int, course: Record, session: Record | None, ctx: MappingContex
     }
     if held and held.get("stop_reason"):
         detail["statusReason"] = {"text": held["stop_reason"]}
-    if course.get("sessions_per_week"):
-        detail["scheduledTiming"] = {"repeat": weekly_repeat(course["sessions_per_week"])}
+    if session is not None and session["status"] != "entered-in-error":
+        # this one session's date; the course's rate (n a week) is the plan's description, not
+        # each activity's: a Timing repeat here would read as N x "twice a week" (revision 2)
+        detail["scheduledPeriod"] = period(session["start"], session.get("end"))
     detail["description"] = f"Session {n} of {course['planned_sessions']}"
     activity: dict[str, Any] = {}
     if held:
@@ -108,16 +110,6 @@ def _unrecorded_status(course: Record) -> str:
     """A number without a session is still to come (not-started), unless the course is over:
     a completed or stopped course will never hold it (cancelled: "withdrawn")."""
     return "cancelled" if course.get("status") in ("completed", "stopped") else "not-started"
-
-
-def weekly_repeat(per_week: float) -> dict[str, Any]:
-    """Timing.repeat for n sessions a week. ``frequency`` is a positiveInt, so 1.5 a week becomes
-    3 every 2 weeks; a rate with no small whole multiple becomes 1 every 1/rate weeks."""
-    for weeks in (1, 2, 3, 4):
-        count = per_week * weeks
-        if round(count) >= 1 and abs(count - round(count)) < 0.01:
-            return {"frequency": round(count), "period": weeks, "periodUnit": "wk"}
-    return {"frequency": 1, "period": round(1 / per_week, 2), "periodUnit": "wk"}
 
 
 def _title(course: Record) -> str:

@@ -54,8 +54,9 @@ def to_fhir(record: Record, ctx: MappingContext) -> dict[str, Any]:
     if session_id:
         out["partOf"] = [reference(base, "Procedure", "sessions", session_id)]
     out["status"] = STATUS[record["status"]]
-    if record.get("status_reason"):
-        out["statusReason"] = [{"text": record["status_reason"]}]
+    reason = _status_reason(record, ctx)
+    if reason:
+        out["statusReason"] = [{"text": reason}]
     out.update(medication)
     out["subject"] = reference(base, "Patient", "patients", _patient_id(record, ctx))
     if session_id:
@@ -70,6 +71,17 @@ def to_fhir(record: Record, ctx: MappingContext) -> dict[str, Any]:
         out["note"] = notes
     out["dosage"] = _dosage(record)
     return out
+
+
+def _status_reason(record: Record, ctx: MappingContext) -> str | None:
+    """The dose's own reason, else, for a dose stopped or not given, its session's stop reason
+    (an infusion stopped at the hold threshold: the receiver sees why on the dose too)."""
+    if record.get("status_reason"):
+        return record["status_reason"]
+    if record["status"] in ("stopped", "not-done") and record.get("session_id"):
+        session = ctx.lookup("sessions", record["session_id"])
+        return session.get("stop_reason") if session else None
+    return None
 
 
 def medication_concept(record: Record) -> dict[str, Any]:

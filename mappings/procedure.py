@@ -12,6 +12,8 @@ from typing import Any
 from mappings.context import MappingContext
 from mappings.datatypes import business_identifier, codeable, fhir_id, period, reference
 from mappings.session_codes import (
+    SessionFacts,
+    administered_period,
     adverse_event_concept,
     indication_reason,
     local_code,
@@ -38,6 +40,8 @@ STATUS = {
 #: sessions whose Procedure has no performed[x]: not (yet) performed
 _NOT_PERFORMED = ("planned", "cancelled")
 _PSYCHOTHERAPY = "ketamine-assisted-psychotherapy"
+#: procedures whose code covers the whole visit, not the dosing alone
+_WHOLE_VISIT = ("esketamine-56", "esketamine-84")
 
 
 def to_fhir(record: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
@@ -61,7 +65,7 @@ def to_fhir(record: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
     out["subject"] = reference(base, "Patient", "patients", record["patient_id"])
     out["encounter"] = reference(base, "Encounter", "sessions", sid)
     if record["status"] not in _NOT_PERFORMED:
-        out["performedPeriod"] = period(record["start"], record.get("end"))
+        out["performedPeriod"] = _performed(record, facts)
     if record.get("performers"):
         out["performer"] = [_performer(p, base) for p in record["performers"]]
     out.update(indication_reason(facts.course, ctx))
@@ -71,6 +75,14 @@ def to_fhir(record: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
     if notes:
         out["note"] = notes
     return out
+
+
+def _performed(record: Mapping[str, Any], facts: SessionFacts) -> dict[str, str]:
+    """CPT 96365 ("up to 1 hour") and 96372 bill the infusion or injection itself: the dosing
+    period (the visit stays the Encounter's). HCPCS G2082/G2083 include the 2 h observation after
+    esketamine (reference section 4): the visit. No recorded dose: the visit."""
+    dosing = administered_period(facts.administrations) if facts.procedure not in _WHOLE_VISIT else None
+    return dosing or period(record["start"], record.get("end"))
 
 
 def _performer(performer: Mapping[str, Any], base: str) -> dict[str, Any]:

@@ -7,14 +7,17 @@ lives here, not in each resource module. Codes: clinical reference sections 0, 4
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from mappings.clinical import ESKETAMINE_SESSION_DOSES_MG
 from mappings.context import MappingContext
-from mappings.datatypes import codeable, reference
+from mappings.datatypes import codeable, period, reference
 from mappings.terminology import (
+    ADVERSE_EVENT_CODES,
     ENCOUNTER_TYPES,
     ICD10CM_DISPLAY,
     LOCAL_PROCEDURES,
@@ -30,6 +33,7 @@ from mappings.terminology import (
 __all__ = [
     "GIVEN_STATUSES",
     "SessionFacts",
+    "administered_period",
     "adverse_event_concept",
     "course_of",
     "encounter_type_concept",
@@ -109,6 +113,23 @@ def session_facts(session: Record, ctx: MappingContext, course: Record | None = 
     return SessionFacts(course, doses, procedure, encounter_type_key(procedure, route, kind, bool(doses)))
 
 
+def administered_period(doses: Iterable[Record]) -> dict[str, str] | None:
+    """When the drug was given: from the first given dose's start to the last one's end (no end
+    while any given dose has none); None when no dose was given. CPT 96365 bills the infusion
+    itself ("up to 1 hour"), not the visit around it (R4 Procedure.performed[x])."""
+    given = [a for a in doses if a["status"] in GIVEN_STATUSES]
+    if not given:
+        return None
+    start = min(given, key=lambda a: _instant(a["start"]))["start"]
+    ends = [a.get("end") for a in given]
+    end = max(ends, key=_instant) if all(ends) else None
+    return period(start, end)
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def local_code(base_uri: str, system_name: str, code: str) -> Code:
     """A code of one of the clinic's CodeSystems."""
     return Code(local_system(base_uri, system_name), code)
@@ -159,11 +180,22 @@ def indication_reason(course: Record | None, ctx: MappingContext) -> dict[str, l
     return {}
 
 
+#: an adverse event's free text -> a reference code (section 12.7); the first match wins
+_EVENT_TEXT_CODES = (
+    (re.compile(r"blood pressure|hypertens|\bBP\b", re.I), "increased-blood-pressure"),
+    (re.compile(r"nause", re.I), "nausea"),
+    (re.compile(r"vomit|emesis", re.I), "vomiting"),
+    (re.compile(r"drows|sedat|somnolen", re.I), "drowsy"),
+)
+
+
 def adverse_event_concept(event: Record) -> dict[str, Any]:
     """A clinic adverse event: its SNOMED CT code when given (clinic-supplied, passed through),
-    text always."""
-    code = Code(SYSTEM["snomed"], event["code"]) if event.get("code") else None
-    return codeable([code], event["text"])
+    else the reference code its text names (none for dissociation: section 12.7); text always."""
+    if event.get("code"):
+        return codeable([Code(SYSTEM["snomed"], event["code"])], event["text"])
+    key = next((k for pattern, k in _EVENT_TEXT_CODES if pattern.search(event["text"])), None)
+    return codeable([ADVERSE_EVENT_CODES[key] if key else None], event["text"])
 
 
 def record_notes(record: Record, *texts: str | None) -> list[dict[str, str]]:

@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "ADVERSE_EVENT_CODES",
+    "ADVERSE_EVENT_OUTCOME",
+    "ADVERSE_EVENT_SERIOUSNESS",
     "ADVERSE_EVENT_SEVERITY",
     "ENCOUNTER_CLASS_AMB",
     "ESKETAMINE",
@@ -60,6 +63,9 @@ SYSTEM = {
     # FHIR-core code systems required by the spec's own bindings (not clinical terminology):
     "v2-0203": "http://terminology.hl7.org/CodeSystem/v2-0203",
     "adverse-event-severity": "http://terminology.hl7.org/CodeSystem/adverse-event-severity",
+    # section 12.7 (mapping revision 2)
+    "adverse-event-seriousness": "http://terminology.hl7.org/CodeSystem/adverse-event-seriousness",
+    "adverse-event-outcome": "http://terminology.hl7.org/CodeSystem/adverse-event-outcome",
 }
 
 #: The clinic's own CodeSystems (reference section 0: instruments without LOINC), relative to the
@@ -189,6 +195,20 @@ ICD10CM_DISPLAY = {
 IDENTIFIER_TYPE_MR = Code(SYSTEM["v2-0203"], "MR", "Medical record number")
 ADVERSE_EVENT_SEVERITY = {s: Code(SYSTEM["adverse-event-severity"], s, s.capitalize())
                           for s in ("mild", "moderate", "severe")}
+#: section 12.7: AdverseEvent.seriousness and .outcome (displays as in the code systems)
+ADVERSE_EVENT_SERIOUSNESS = {s: Code(SYSTEM["adverse-event-seriousness"], s, d)
+                             for s, d in (("non-serious", "Non-serious"), ("serious", "Serious"))}
+ADVERSE_EVENT_OUTCOME = {s: Code(SYSTEM["adverse-event-outcome"], s, d) for s, d in (
+    ("resolved", "Resolved"), ("recovering", "Recovering"), ("ongoing", "Ongoing"),
+    ("resolvedWithSequelae", "Resolved with Sequelae"), ("fatal", "Fatal"), ("unknown", "Unknown"))}
+#: section 12.7: SNOMED CT for the events a ketamine session reports, by key. Dissociation has no
+#: verified finding code (44376007 is the disorder): text only.
+ADVERSE_EVENT_CODES = {
+    "increased-blood-pressure": Code(SYSTEM["snomed"], "24184005", "Finding of increased blood pressure"),
+    "nausea": Code(SYSTEM["snomed"], "422587007", "Nausea (finding)"),
+    "vomiting": Code(SYSTEM["snomed"], "422400008", "Vomiting (disorder)"),
+    "drowsy": Code(SYSTEM["snomed"], "271782001", "Drowsy (finding)"),
+}
 
 # --- care_plan, encounter, procedure, medication_administration, adverse_event -----------------
 #: Local `procedure` codes (the clinic's CodeSystem) where the reference has no verified standard

@@ -201,10 +201,17 @@ class PerformerSchema(StrictSchema):
         ("prescriber", "administering", "monitoring", "psychotherapist", "supervising")))
 
 
+#: R4 AdverseEvent.outcome (required binding, reference section 12.7)
+ADVERSE_EVENT_OUTCOMES = ("resolved", "recovering", "ongoing", "resolvedWithSequelae", "fatal", "unknown")
+
+
 class AdverseEventSchema(StrictSchema):
     text = Text(1000, required=True)
     severity = fields.String(required=True, validate=OneOf(("mild", "moderate", "severe")))
     code = fields.String(validate=FullMatch(r"^[1-9][0-9]{5,17}$", error="Not a SNOMED CT concept id."))
+    onset = AwareDateTime()  # when it happened (mapping revision 2); not before the session's start
+    serious = StrictBool()  # the clinician's seriousness judgement, where made (not the severity)
+    outcome = fields.String(validate=OneOf(ADVERSE_EVENT_OUTCOMES))
 
 
 SESSION_STATUSES = ("planned", "in-progress", "completed", "stopped-early", "cancelled", "entered-in-error")
@@ -229,6 +236,9 @@ class SessionSchema(RecordSchema):
     def _times(self, data: dict, **_: Any) -> None:
         if data.get("end") and data["end"] < data["start"]:
             raise ValidationError("Must not be before start.", "end")
+        for n, event in enumerate(data.get("adverse_events") or ()):
+            if event.get("onset") and event["onset"] < data["start"]:
+                raise ValidationError({"adverse_events": {n: {"onset": ["Must not be before start."]}}})
         keys = [(p["practitioner_id"], p["function"]) for p in data.get("performers", [])]
         if len(keys) != len(set(keys)):
             raise ValidationError("Each practitioner_id and function pair may appear once.", "performers")

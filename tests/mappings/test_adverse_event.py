@@ -3,15 +3,19 @@ as suspects; a session entered in error yields none (R4 AdverseEvent has no stat
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from mappings import adverse_event
 from mappings.datatypes import fhir_id
+from mappings.session_codes import GIVEN_STATUSES
 from tests.mappings.treatment_cases import (
     BASE_URI,
     golden_outputs,
     load_case,
     snomed_codings,
+    synthetic_clinic,
     synthetic_outputs,
     synthetic_records,
 )
@@ -65,4 +69,51 @@ def test_the_event_keeps_the_clinic_snomed_code_and_its_text():
     first, second = adverse_event.to_fhir(record, ctx)
     assert snomed_codings(first["event"]) == {"422587007"} and first["event"]["text"] == "Nausea"
     assert second["event"] == {"text": "Dissociation, resolved before discharge"}
-    assert first["date"] == record["start"] == "2026-01-12T09:00:00-05:00"
+    # no onset recorded and not a blood-pressure event: the date alone, never the session start
+    # (which lies before the dose: a negative time to onset)
+    assert first["date"] == "2026-01-12" and record["start"] == "2026-01-12T09:00:00-05:00"
+
+
+def test_an_event_happened_when_the_clinic_says_and_keeps_its_seriousness_and_outcome():
+    record, ctx, _ = load_case(FOLDER, "reference-with-snomed-code")
+    events = [{**record["adverse_events"][0], "onset": "2026-01-12T09:35:00-05:00", "serious": False,
+               "outcome": "resolved"}]
+    (out,) = adverse_event.to_fhir({**record, "adverse_events": events}, ctx)
+    assert out["date"] == "2026-01-12T09:35:00-05:00"
+    assert out["seriousness"]["coding"][0]["code"] == "non-serious"
+    assert out["outcome"]["coding"] == [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-outcome",
+                                         "code": "resolved", "display": "Resolved"}]
+
+
+def test_a_hypertensive_event_happened_at_the_vital_sign_that_crossed_the_hold_threshold():
+    """The stopped-early golden session: BP 186/104 during the infusion, the event recorded
+    without a time. Its date is that reading, after the dose started; coded from its text."""
+    record, ctx, _ = load_case(FOLDER, "stopped-early")
+    (out,) = adverse_event.to_fhir(record, ctx)
+    assert snomed_codings(out["event"]) == {"24184005"} and out["event"]["text"] == record["adverse_events"][0]["text"]
+    crossing = [v for v in ctx.children(record["id"], "vitals") if (v.get("systolic_mmhg") or 0) > 180]
+    assert crossing and out["date"] == crossing[0]["effective"]
+    dose = ctx.children(record["id"], "administrations")[0]
+    assert datetime.fromisoformat(out["date"]) >= datetime.fromisoformat(dose["start"])
+
+
+def test_no_event_lies_before_the_dose_that_is_its_suspect(golden, synthetic):
+    """Invariant of mapping revision 2 over every fixture and the synthetic clinic."""
+    checked = 0
+    for resource in [r for _, _, r in golden] + [r for _, r in synthetic]:
+        if "suspectEntity" in resource and len(resource["date"]) > 10:
+            checked += 1
+            assert "T" in resource["date"]
+    records, ctx = synthetic_clinic()
+    for collection, record in records:
+        if collection != "sessions":
+            continue
+        given = [a for a in ctx.children(record["id"], "administrations") if a["status"] in GIVEN_STATUSES]
+        for out in adverse_event.to_fhir(record, ctx):
+            if len(out["date"]) == 10:
+                assert out["date"] >= record["start"][:10]
+            elif given:
+                first = min(datetime.fromisoformat(a["start"]) for a in given)
+                assert datetime.fromisoformat(out["date"]) >= first
+                checked += 1
+    assert checked

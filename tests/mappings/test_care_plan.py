@@ -88,12 +88,20 @@ def test_no_activity_has_both_a_reference_and_a_detail_cpl_3(golden, synthetic):
         assert all(not ("reference" in a and "detail" in a) for a in plan["activity"])
 
 
-@pytest.mark.parametrize(("per_week", "repeat"), [
-    (2, {"frequency": 2, "period": 1, "periodUnit": "wk"}),
-    (1.5, {"frequency": 3, "period": 2, "periodUnit": "wk"}),
-    (0.5, {"frequency": 1, "period": 2, "periodUnit": "wk"}),
-    (1 / 3, {"frequency": 1, "period": 3, "periodUnit": "wk"}),
-    (0.4, {"frequency": 1, "period": 2.5, "periodUnit": "wk"}),
-])
-def test_sessions_per_week_becomes_a_whole_frequency_per_period(per_week, repeat):
-    assert care_plan.weekly_repeat(per_week) == repeat
+def test_each_activity_is_one_session_with_its_own_date_never_a_repeating_schedule(golden, synthetic):
+    """Mapping revision 2: "2 a week" on every single-session activity read as N x twice a week.
+    The rate is the plan's description; an activity carries its session's date once it has one."""
+    for _, record, plan in golden:
+        assert len(plan["activity"]) == record["planned_sessions"]
+    for record, plan in synthetic:
+        sessions = care_plan.sessions_by_number(s for s in synthetic_records("sessions")
+                                                if s.get("course_id") == record["id"])
+        for n, activity in enumerate(plan["activity"], start=1):
+            detail = activity["detail"]
+            assert "scheduledTiming" not in detail
+            if n in sessions and sessions[n]["status"] != "entered-in-error":
+                assert detail["scheduledPeriod"]["start"] == sessions[n]["start"]
+            else:
+                assert "scheduledPeriod" not in detail
+        if record.get("sessions_per_week"):
+            assert f"{record['sessions_per_week']:g} per week" in plan["description"]

@@ -111,3 +111,14 @@ def test_missing_weight_is_flagged_as_a_note_and_no_mg_per_kg_is_invented():
     assert resource["note"] == [{"text": "Clinical check dose-unchecked: no weight on the administration or the "
                                          "patient: the mg/kg dose cannot be checked"}]
     assert resource["dosage"]["text"] == "40 mg IV over 40 min" and "rateQuantity" not in resource["dosage"]
+
+
+def test_a_dose_stopped_with_its_session_carries_the_sessions_stop_reason():
+    """Mapping revision 2: the stop reason is on the MedicationAdministration too (statusReason),
+    the dose's own reason first."""
+    record, ctx, _ = load_case(FOLDER, "stopped")
+    assert ma.to_fhir(record, ctx)["statusReason"] == [{"text": "Infusion stopped at 12 min: BP 186/104 mmHg"}]
+    bare = {k: v for k, v in record.items() if k != "status_reason"}
+    assert ma.to_fhir(bare, ctx)["statusReason"] == [{"text": "Blood pressure above hold threshold"}]
+    completed = {**bare, "status": "completed"}
+    assert "statusReason" not in ma.to_fhir(completed, ctx)

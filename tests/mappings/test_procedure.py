@@ -3,15 +3,18 @@ CPT 96365 (IV), HCPCS G2082/G2083 (esketamine up to / over 56 mg) or a local cod
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
-from mappings import procedure
-from mappings.session_codes import esketamine_dose_mg, procedure_key
+from mappings import encounter, procedure
+from mappings.session_codes import GIVEN_STATUSES, esketamine_dose_mg, procedure_key
 from service.clinic.schemas import SESSION_STATUSES
 from tests.mappings.treatment_cases import (
     golden_outputs,
     load_case,
     snomed_codings,
+    synthetic_clinic,
     synthetic_outputs,
     synthetic_records,
 )
@@ -85,7 +88,10 @@ def test_stopped_early_says_why_and_lists_the_complication():
     resource = procedure.to_fhir(record, ctx)
     assert resource["status"] == "stopped"
     assert resource["statusReason"] == {"text": "Blood pressure above hold threshold"}
-    assert resource["complication"] == [{"text": "Transient hypertension"}]
+    # coded from its text with the reference's SNOMED CT finding (section 12.7), the text kept
+    assert resource["complication"] == [{"coding": [{"system": "http://snomed.info/sct", "code": "24184005",
+                                                     "display": "Finding of increased blood pressure"}],
+                                         "text": "Transient hypertension"}]
 
 
 def test_notes_and_clinical_check_warnings_become_annotations():
@@ -103,3 +109,43 @@ def test_a_clinic_supplied_snomed_code_passes_through_to_the_complication():
     resource = procedure.to_fhir(record, ctx)
     assert snomed_codings(resource["complication"]) == {"422587007"}
     assert resource["complication"][0]["text"] == "Nausea"
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _given(record: dict, ctx) -> list[dict]:
+    return [a for a in ctx.children(record["id"], "administrations") if a["status"] in GIVEN_STATUSES]
+
+
+def test_an_infusion_or_injection_is_performed_exactly_while_the_drug_is_given_inside_the_visit():
+    """Mapping revision 2: CPT 96365 ("up to 1 hour") and 96372 bill the dosing, so performedPeriod
+    is the first given dose's start to the last one's end, never the whole visit, and lies inside
+    the Encounter's period. Esketamine (G2082/G2083 include 2 h of observation) keeps the visit."""
+    records, ctx = synthetic_clinic()
+    checked = 0
+    for collection, record in records:
+        if collection != "sessions" or record["status"] in ("planned", "cancelled", "entered-in-error"):
+            continue
+        performed = procedure.to_fhir(record, ctx)["performedPeriod"]
+        visit = encounter.to_fhir(record, ctx)["period"]
+        assert _instant(visit["start"]) <= _instant(performed["start"])
+        if "end" in performed and "end" in visit:
+            assert _instant(performed["end"]) <= _instant(visit["end"])
+        given = _given(record, ctx)
+        if given and given[0]["drug"] == "ketamine":
+            assert performed["start"] == min(given, key=lambda a: _instant(a["start"]))["start"]
+            assert performed.get("end") == max((a["end"] for a in given), key=_instant)
+            checked += 1
+        else:
+            assert performed == visit
+    assert checked > 50
+
+
+def test_the_golden_iv_infusion_lasts_the_infusion_not_the_two_hour_visit():
+    record, ctx, _ = load_case(FOLDER, "reference")
+    assert procedure.to_fhir(record, ctx)["performedPeriod"] == {"start": "2026-01-12T09:10:00-05:00",
+                                                                 "end": "2026-01-12T09:50:00-05:00"}
+    assert encounter.to_fhir(record, ctx)["period"] == {"start": "2026-01-12T09:00:00-05:00",
+                                                        "end": "2026-01-12T10:30:00-05:00"}
