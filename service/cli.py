@@ -61,13 +61,36 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         settings = dataclasses.replace(settings, public_url=f"http://{shown}:{port}")
     migrate(settings)
+    on_default = _check_base_uri(settings)
     # Echo the command as it was typed (e.g. .venv/bin/ketamine-fhir) so the hint works when pasted.
     cli = sys.argv[0] if Path(sys.argv[0]).name == "ketamine-fhir" else "ketamine-fhir"
     click.echo(f"ketamine-fhir listening on http://{host}:{port}  (data: {settings.data_dir}, "
                f"database: {_safe_url(settings.database_url)})")
     click.echo(f"  clinic API  http://{host}:{port}/api/v1   OpenAPI  http://{host}:{port}/api/v1/openapi.json")
     click.echo(f"  get an API token:  {cli} token create --name me --scope '*'")
+    if on_default:
+        from service.base_uri import WARNING
+
+        click.secho(WARNING, err=True, fg="yellow", bold=True)
     run(settings, host, port, workers, threads)
+
+
+def _check_base_uri(settings: Settings) -> bool:
+    """Refuse to serve stored resources under the example base URI; True while it is in use."""
+    from sqlalchemy.orm import Session
+
+    from service.base_uri import DEFAULT_BASE_URI, start_problem
+    from service.db import make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as db:
+            problem = start_problem(settings, db)
+    finally:
+        engine.dispose()
+    if problem:
+        raise click.ClickException(problem)
+    return settings.base_uri == DEFAULT_BASE_URI
 
 
 @main.group()

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 MIN_SECRET_CHARS = 32
 
-__all__ = ["Settings"]
+__all__ = ["DEFAULT_BASE_URI", "Settings"]
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -33,6 +33,10 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
     if not value > 0:
         raise ValueError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+#: the example base URI (docs only): ``serve`` warns while it is in use (service/base_uri.py)
+DEFAULT_BASE_URI = "https://clinic.example.org/fhir"
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class Settings:
         return cls(
             data_dir=data_dir,
             database_url=normalise_database_url(database_url),
-            base_uri=(env.get("KETAMINE_FHIR_BASE_URI") or "https://clinic.example.org/fhir").rstrip("/"),
+            base_uri=(env.get("KETAMINE_FHIR_BASE_URI") or DEFAULT_BASE_URI).rstrip("/"),
             clinic_name=env.get("KETAMINE_FHIR_CLINIC_NAME") or cls.clinic_name,
             max_body_bytes=_int(env, "KETAMINE_FHIR_MAX_BODY_BYTES", cls.max_body_bytes),
             max_import_bytes=_int(env, "KETAMINE_FHIR_MAX_IMPORT_BYTES", cls.max_import_bytes),
