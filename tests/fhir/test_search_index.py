@@ -74,7 +74,8 @@ def test_procedure():
     assert values(procedure, "code", "token_system", "token_code") == {("http://www.ama-assn.org/go/cpt", "96365")}
     assert values(procedure, "encounter", "ref_type", "ref_id") == {
         ("Encounter", "d70534c5-3b89-5153-abf9-01d8c9cbc2eb")}
-    assert values(procedure, "date", "date_start") == {(datetime(2026, 1, 12, 14, 0, tzinfo=UTC),)}
+    # the infusion's start (09:10-05:00), not the visit's (mapping revision 2)
+    assert values(procedure, "date", "date_start") == {(datetime(2026, 1, 12, 14, 10, tzinfo=UTC),)}
 
 
 def test_medication_administration_code_comes_from_the_contained_medication():
@@ -117,7 +118,9 @@ def test_practitioner_role_adverse_event_provenance_organization():
         ("Practitioner",)}
     event = golden("adverseevent", "reference-with-snomed-code")
     assert values(event, "event", "token_system", "token_code") == {("http://snomed.info/sct", "422587007")}
-    assert values(event, "date", "date_start") == {(datetime(2026, 1, 12, 14, 0, tzinfo=UTC),)}
+    # no onset recorded: the date alone, which covers the whole day (mapping revision 2)
+    assert values(event, "date", "date_start", "date_end") == {(datetime(2026, 1, 12, tzinfo=UTC),
+                                                                 datetime(2026, 1, 13, tzinfo=UTC))}
     provenance = golden("provenance", "referral-created")
     assert values(provenance, "target", "ref_type") == {("ServiceRequest",), ("Condition",)}
     assert values(provenance, "patient", "ref_type") == set()  # only targets that are Patients
