@@ -1388,3 +1388,10 @@ def test_warnings_never_block_a_write(clinic, db):
     report = accepted(clinic.import_ndjson("\n".join(lines)), 200)
     assert report["accepted"] == 2 and report["rejected"] == 0
     assert [w["code"] for line in report["lines"] for w in line["warnings"]] == ["spo2-low", "safety-signal"]
+
+
+def test_an_adverse_event_onset_before_the_session_start_is_422_and_writes_nothing(reject):
+    """Mapping revision 2: ``onset`` dates the AdverseEvent, so it may not precede the visit."""
+    path, body = new("sessions")
+    body["adverse_events"] = [{"text": "Nausea", "severity": "mild", "onset": "2000-01-01T09:00:00-05:00"}]
+    reject.put(path, body, 422, "adverse_events.0.onset")
