@@ -59,6 +59,8 @@ def _event(session: Record, n: int, event: Record, given: list[Record], ctx: Map
         "encounter": reference(base, "Encounter", "sessions", session["id"]),
         "date": when,
     }
+    if event.get("recorded"):
+        out["recordedDate"] = event["recorded"]
     if "serious" in event:
         out["seriousness"] = _concept(ADVERSE_EVENT_SERIOUSNESS["serious" if event["serious"] else "non-serious"])
     out["severity"] = _concept(ADVERSE_EVENT_SEVERITY[severity])

@@ -1,16 +1,20 @@
-"""Clinic treatment course -> FHIR R4 CarePlan: the planned series, one activity per session.
+"""Clinic treatment course -> US Core CarePlan: the planned series, one activity per session.
 
-Base spec, no US Core profile: US Core CarePlan requires a narrative (``text``) and the
-``assess-plan`` category code, which the clinical reference does not list.
+US Core 6.1 CarePlan (reference section 12.3) needs status, intent, category ``assess-plan`` and a
+US Core Patient subject, and has ``text`` (status and div) as Must Support: a generated narrative
+summarises the plan from its own elements (mapping revision 2, item 13: Procedure.basedOn must
+reach a US Core CarePlan). ``careTeam`` is the course's CareTeam (mappings/care_team.py).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
+from html import escape
 from typing import Any
 
 from mappings.context import MappingContext
-from mappings.datatypes import business_identifier, fhir_id, period, reference
+from mappings.datatypes import business_identifier, codeable, fhir_id, period, reference
 from mappings.session_codes import (
     indication_condition,
     procedure_concept,
@@ -18,9 +22,12 @@ from mappings.session_codes import (
     record_notes,
     session_facts,
 )
-from mappings.terminology import ROUTE_LABEL
+from mappings.terminology import CAREPLAN_ASSESS_PLAN, ROUTE_LABEL
 
-__all__ = ["ACTIVITY_STATUS", "STATUS", "to_fhir"]
+__all__ = ["ACTIVITY_STATUS", "PROFILE", "STATUS", "plan_title", "sessions_by_number", "to_fhir"]
+
+PROFILE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-careplan"
+_XHTML = "http://www.w3.org/1999/xhtml"
 
 Record = Mapping[str, Any]
 
@@ -52,13 +59,17 @@ def to_fhir(record: Record, ctx: MappingContext) -> dict[str, Any]:
     out: dict[str, Any] = {
         "resourceType": "CarePlan",
         "id": fhir_id(base, "CarePlan", "courses", cid),
+        "meta": {"profile": [PROFILE]},
+        "text": None,  # filled in last, from the finished plan
         "identifier": [business_identifier(base, "courses", cid)],
         "status": STATUS[record.get("status", "active")],
         "intent": "plan",
-        "title": _title(record),
+        "category": [codeable([CAREPLAN_ASSESS_PLAN], CAREPLAN_ASSESS_PLAN.display)],
+        "title": plan_title(record),
         "description": _description(record),
         "subject": reference(base, "Patient", "patients", record["patient_id"]),
         "period": period(record["start_date"], record.get("end_date")),
+        "careTeam": [reference(base, "CareTeam", "courses", cid)],
     }
     condition = indication_condition(record, ctx)
     if condition:
@@ -71,7 +82,22 @@ def to_fhir(record: Record, ctx: MappingContext) -> dict[str, Any]:
     notes = record_notes(record)
     if notes:
         out["note"] = notes
+    out["text"] = _narrative(out)
     return out
+
+
+def _narrative(plan: Mapping[str, Any]) -> dict[str, str]:
+    """``text`` (status ``generated``): title, description, status, period and the activities by
+    status, all taken from the plan's own elements (R4 narrative.html: generated)."""
+    when = plan["period"].get("start", "")
+    if plan["period"].get("end"):
+        when += f" to {plan['period']['end']}"
+    counts = Counter(a["detail"]["status"] for a in plan["activity"])
+    sessions = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    rows = [f"<p><b>{escape(plan['title'])}</b></p>", f"<p>{escape(plan['description'])}.</p>",
+            f"<p>Status: {plan['status']}; from {escape(when)}.</p>",
+            f"<p>{_planned(len(plan['activity']))}: {escape(sessions)}.</p>"]
+    return {"status": "generated", "div": f'<div xmlns="{_XHTML}">{"".join(rows)}</div>'}
 
 
 def sessions_by_number(sessions: Iterable[Record]) -> dict[int, Record]:
@@ -112,7 +138,12 @@ def _unrecorded_status(course: Record) -> str:
     return "cancelled" if course.get("status") in ("completed", "stopped") else "not-started"
 
 
-def _title(course: Record) -> str:
+def _planned(n: int) -> str:
+    return f"{n} planned session{'s' if n != 1 else ''}"
+
+
+def plan_title(course: Record) -> str:
+    """E.g. "IV ketamine induction series" (CarePlan.title; the CareTeam's name uses it too)."""
     label = ROUTE_LABEL[course["route"]]
     drug = " ketamine" if course["route"] != "intranasal" else ""
     return f"{label}{drug} {course['kind']} series"

@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "CLINICIAN_RATED",
     "DOSE_CONSISTENCY_TOLERANCE_MG",
     "DOSE_CONSISTENCY_TOLERANCE_PCT",
     "ESKETAMINE_DEVICE_MG",
     "INSTRUMENTS",
+    "SAFETY_ITEMS",
+    "SELF_REPORT",
     "SEVERITY_BANDS",
     "Instrument",
     "SeverityBand",
@@ -62,6 +65,17 @@ INSTRUMENTS: dict[str, Instrument] = {
         Instrument("audit-c", "AUDIT-C", 0, 12, items=3, item_max=4),
     )
 }
+
+#: Who answers an instrument (Observation.performer, mapping revision 2 item 13). Self-report: the
+#: patient (the LOINC names of PHQ-9, PHQ-2 and pain NRS say "[Reported]"; QIDS-SR16 is the
+#: self-report QIDS; PCL-5, BDI-II, GAD-7, AUDIT-C and PEG are questionnaires). Clinician-rated: the
+#: rater the record names (CADSS is "Clinician Administered", section 7.2; MADRS, HAM-D-17, Y-BOCS
+#: and BPRS are interview scales). The C-SSRS screener is either: the rater if the record names one.
+SELF_REPORT = frozenset({"phq9", "phq2", "gad7", "pcl5", "bdi2", "qids-sr16", "pain-nrs", "peg", "audit-c"})
+CLINICIAN_RATED = frozenset({"madrs", "hamd17", "cadss", "ymbocs", "bprs"})
+#: Safety items, by 1-based item number (section 7.2: PHQ-9 item 9 > 0 is a safety alert whatever
+#: the total; any positive C-SSRS answer escalates): interpretation POS above 0, else NEG (section 12.1)
+SAFETY_ITEMS: dict[str, frozenset[int]] = {"phq9": frozenset({9}), "cssrs": frozenset(range(1, 7))}
 
 
 @dataclass(frozen=True)

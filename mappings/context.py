@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mappings.security_labels import SecurityPolicy
+
 __all__ = ["MappingContext"]
 
 Record = Mapping[str, Any]
@@ -36,6 +38,8 @@ class MappingContext:
     clinic_name: str = "Ketamine clinic"
     lookup: Callable[[str, str], Record | None] = field(default=_no_lookup)
     children: Callable[[str, str], list[Record]] = field(default=_no_children)
+    #: the clinic's ``meta.security`` policy (mappings/security_labels.py)
+    security: SecurityPolicy = field(default_factory=SecurityPolicy)
 
     def session_patient_id(self, session_id: str) -> str | None:
         session = self.lookup("sessions", session_id)

@@ -16,7 +16,7 @@ from mappings.session_codes import (
     encounter_type_concept,
     indication_reason,
     local_code,
-    participant_function,
+    participant_type,
     session_facts,
 )
 from mappings.terminology import ENCOUNTER_CLASS_AMB, ENCOUNTER_TYPES
@@ -73,6 +73,7 @@ def _types(record: Mapping[str, Any], facts: SessionFacts, base: str) -> list[di
 
 def _participant(performer: Mapping[str, Any], base: str) -> dict[str, Any]:
     return {
-        "type": [participant_function(performer["function"], base)],
+        # the v3 ParticipationType code R4 binds here (section 12.1), next to the local function
+        "type": [participant_type(performer["function"], base)],
         "individual": reference(base, "Practitioner", "practitioners", performer["practitioner_id"]),
     }

@@ -1,9 +1,9 @@
 """Clinic administration -> FHIR R4 MedicationAdministration: one ketamine or esketamine dose.
 
-Base spec (US Core has no MedicationAdministration profile). R4 MedicationAdministration has no
-lot number, so a dose with ``lot_number`` names its drug through a contained Medication that
-carries ``batch.lotNumber`` (lot tracing for recalls and the Spravato REMS form, reference 9.3);
-a dose without one uses ``medicationCodeableConcept``.
+Base spec (US Core has no MedicationAdministration profile). Every dose names its drug by
+reference to the standalone Medication of its product and lot (mappings/medication.py, mapping
+revision 2): R4 MedicationAdministration has no lot number, and a contained Medication could be
+neither searched (``MedicationAdministration?code=``) nor shared by the doses of one lot.
 """
 
 from __future__ import annotations
@@ -12,22 +12,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from mappings.body_measurement import dose_weight_reference
 from mappings.clinical import ESKETAMINE_DEVICE_MG
 from mappings.context import MappingContext
 from mappings.datatypes import business_identifier, codeable, fhir_id, quantity, reference
+from mappings.medication import medication_reference
 from mappings.session_codes import course_of, indication_reason, record_notes
-from mappings.terminology import (
-    ESKETAMINE,
-    KETAMINE,
-    ROUTE_LABEL,
-    ROUTE_TEXT,
-    ROUTES,
-    SPRAVATO,
-    SPRAVATO_KIT_NDC,
-    Code,
-)
+from mappings.terminology import ROUTE_LABEL, ROUTE_TEXT, ROUTES
 
-__all__ = ["CONTAINED_MEDICATION_ID", "METHOD_TEXT", "STATUS", "medication_concept", "to_fhir"]
+__all__ = ["METHOD_TEXT", "STATUS", "to_fhir"]
 
 Record = Mapping[str, Any]
 
@@ -36,19 +29,15 @@ STATUS = {s: s for s in ("completed", "not-done", "stopped", "in-progress", "ent
 #: dosage.method is text only: the reference verified no SNOMED method code (section 3)
 METHOD_TEXT = {"iv": "IV infusion", "im": "IM injection", "intranasal": "Nasal spray",
                "subcutaneous": "Subcutaneous injection"}
-#: local id of the contained Medication (referenced as "#medication")
-CONTAINED_MEDICATION_ID = "medication"
 
 
 def to_fhir(record: Record, ctx: MappingContext) -> dict[str, Any]:
     """Map one clinic administration to its MedicationAdministration."""
     base, aid = ctx.base_uri, record["id"]
     session_id = record.get("session_id")
-    contained, medication = _medication(record)
     out: dict[str, Any] = {
         "resourceType": "MedicationAdministration",
         "id": fhir_id(base, "MedicationAdministration", "administrations", aid),
-        **contained,
         "identifier": [business_identifier(base, "administrations", aid)],
     }
     if session_id:
@@ -57,10 +46,13 @@ def to_fhir(record: Record, ctx: MappingContext) -> dict[str, Any]:
     reason = _status_reason(record, ctx)
     if reason:
         out["statusReason"] = [{"text": reason}]
-    out.update(medication)
+    out["medicationReference"] = medication_reference(record, ctx)
     out["subject"] = reference(base, "Patient", "patients", _patient_id(record, ctx))
     if session_id:
         out["context"] = reference(base, "Encounter", "sessions", session_id)
+    weight = dose_weight_reference(record, ctx)
+    if weight:  # the body-weight Observation the mg/kg dose was calculated on (revision 2)
+        out["supportingInformation"] = [weight]
     out.update(_effective(record))
     if record.get("performer_id"):
         out["performer"] = [{"actor": reference(base, "Practitioner", "practitioners", record["performer_id"])}]
@@ -82,30 +74,6 @@ def _status_reason(record: Record, ctx: MappingContext) -> str | None:
         session = ctx.lookup("sessions", record["session_id"])
         return session.get("stop_reason") if session else None
     return None
-
-
-def medication_concept(record: Record) -> dict[str, Any]:
-    """RxNorm ketamine (6130), or esketamine nasal spray (2201623) plus Spravato (2201625) and the
-    Spravato kit NDC for a 2- or 3-device dose (reference sections 0 and 2.2); text names the product."""
-    product = record.get("product")
-    if record["drug"] == "ketamine":
-        codes: list[Code | None] = [KETAMINE]
-        text = "Ketamine"
-    else:
-        spravato = "spravato" in (product or "").lower()
-        codes = [ESKETAMINE, SPRAVATO if spravato else None, SPRAVATO_KIT_NDC.get(record.get("device_count") or 0)]
-        text = "Esketamine nasal spray"
-    return codeable(codes, f"{text} ({product})" if product else text)
-
-
-def _medication(record: Record) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(``contained``, ``medication[x]``): a contained Medication with the lot when there is one."""
-    concept = medication_concept(record)
-    if not record.get("lot_number"):
-        return {}, {"medicationCodeableConcept": concept}
-    medication = {"resourceType": "Medication", "id": CONTAINED_MEDICATION_ID, "code": concept,
-                  "batch": {"lotNumber": record["lot_number"]}}
-    return {"contained": [medication]}, {"medicationReference": {"reference": f"#{CONTAINED_MEDICATION_ID}"}}
 
 
 def _patient_id(record: Record, ctx: MappingContext) -> str:
@@ -133,7 +101,19 @@ def _dosage(record: Record) -> dict[str, Any]:
     dosage["dose"] = quantity(record["dose_mg"], "mg")
     if record.get("rate_mg_per_kg_per_h"):
         dosage["rateQuantity"] = quantity(record["rate_mg_per_kg_per_h"], "mg/kg/h")
+    elif _weight_based_infusion(record):
+        # the mg/kg given over the infusion's minutes: a rate (R4 rate[x], "e.g. 500 ml per 2 hours")
+        dosage["rateRatio"] = {"numerator": quantity(record["dose_mg_per_kg"], "mg/kg"),
+                               "denominator": quantity(_minutes(record["start"], record["end"]), "min")}
     return dosage
+
+
+def _weight_based_infusion(record: Record) -> bool:
+    """A completed IV infusion dosed in mg/kg over a known time: its mg/kg per minutes is a true rate.
+    Not a bolus (IM, nasal: no duration to divide by), nor a stopped infusion (its recorded mg/kg
+    need not have run over the recorded minutes)."""
+    return (record["route"] == "iv" and record["status"] == "completed" and bool(record.get("dose_mg_per_kg"))
+            and bool(_minutes(record["start"], record.get("end"))))
 
 
 def dosage_text(record: Record) -> str:

@@ -3,6 +3,12 @@
 Identifiers: our business identifier (``use: usual``), the clinic MRN (``use: official``, type MR,
 system ``<base URI>/mrn``) and each EHR identifier of the record as given. See
 docs/mappings.md (patient).
+
+No ``generalPractitioner`` (mapping revision 2, item 3): in R4 it is the patient's primary care
+provider, and the clinic records none. ``referring_practitioner_id`` is the referring psychiatrist,
+who is the ServiceRequest's ``requester`` and a CareTeam participant (role REF) instead.
+Inbound, a ``generalPractitioner`` that is one of our Practitioners is still read as the referrer:
+the fallback for referrals whose ServiceRequest names no requester.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from mappings._identity import (
     own_id,
     person_meta,
     person_status,
-    record_reference,
     resolve_reference,
 )
 from mappings.context import MappingContext
@@ -66,9 +71,6 @@ def to_fhir(record: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
         out["telecom"] = contact
     out["gender"] = record["sex"]  # the clinic's sex values are exactly AdministrativeGender's codes
     out["birthDate"] = record["birth_date"]
-    if record.get("referring_practitioner_id"):
-        out["generalPractitioner"] = [
-            record_reference(ctx, "Practitioner", "practitioners", record["referring_practitioner_id"])]
     return out
 
 
@@ -104,6 +106,8 @@ def from_fhir(resource: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any
 
     ``referring_practitioner_id`` is set only when a ``generalPractitioner`` references one of our
     Practitioners (see ``mappings._identity``); other general practitioners are not clinic records.
+    It is only the fallback referrer (``service_request.from_fhir`` reads ``requester`` first), and
+    our own Patients carry none: an update keeps the stored one (service/fhir/writes.py).
 
     :raises ValueError: naming the clinic field that cannot be filled (``mrn``, ``name``,
         ``birth_date``, ``sex``).

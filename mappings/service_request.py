@@ -1,8 +1,12 @@
-"""A psychiatrist's referral for ketamine treatment as a ServiceRequest, and back.
+"""A psychiatrist's referral for ketamine treatment as a US Core ServiceRequest, and back.
 
-Base FHIR R4 (not US Core ServiceRequest: its ``code`` binding wants a procedure code, and the
-clinical reference has none for a referral; section 10.2). The diagnoses are ``reasonCode``
-(ICD-10-CM, section 6.1) and ``reasonReference`` to the Conditions of ``mappings.condition``.
+US Core 6.1 ServiceRequest (mapping revision 2, item 13): status, intent, code, subject (a US Core
+Patient), authoredOn and requester (the referring psychiatrist, a US Core Practitioner) are always
+there. ``code`` is text only: its binding (US Core Procedure Codes) is extensible and no code in
+the clinical reference names a referral for a treatment course (section 10.2). No ``category``
+(no code of the US Core ServiceRequest category value set fits) and no ``occurrence[x]`` (a referral
+does not say when): both Must Support, neither recorded. The diagnoses are ``reasonCode``
+(ICD-10-CM, section 6.1) and ``reasonReference`` to the US Core Conditions of ``mappings.condition``.
 See docs/mappings.md (service-request).
 """
 
@@ -17,8 +21,10 @@ from mappings.datatypes import business_identifier, codeable, fhir_id
 from mappings.organization import clinic_reference
 from mappings.terminology import ICD10CM_DISPLAY, REFERRAL_TEXT, SYSTEM, Code
 
-__all__ = ["NOTES_PREFIX", "REASON_PREFIX", "STATUSES", "condition_key", "diagnosis_concept", "from_fhir", "to_fhir"]
+__all__ = ["NOTES_PREFIX", "PROFILE", "REASON_PREFIX", "STATUSES", "condition_key", "diagnosis_concept", "from_fhir",
+           "to_fhir"]
 
+PROFILE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-servicerequest"
 COLLECTION = "referrals"
 #: clinic referral statuses; each is the ServiceRequest status of the same name (request-status)
 STATUSES = ("draft", "active", "on-hold", "revoked", "completed", "entered-in-error")
@@ -57,6 +63,7 @@ def to_fhir(record: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
     out: dict[str, Any] = {
         "resourceType": "ServiceRequest",
         "id": fhir_id(ctx.base_uri, "ServiceRequest", COLLECTION, rid),
+        "meta": {"profile": [PROFILE]},
         # the EHR's own identifiers of a referral it sent stay on it: pushing it back must not strip them
         "identifier": [business_identifier(ctx.base_uri, COLLECTION, rid),
                        *({"system": i["system"], "value": i["value"]} for i in record.get("identifiers") or ())],
@@ -105,10 +112,25 @@ def _texts(resource: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _referrer(resource: Mapping[str, Any], patient_id: str, ctx: MappingContext) -> str:
+    """The requester; without one, the patient's referring practitioner. A requester that is not one
+    of ours stays an error: the patient's practitioner may be someone else."""
+    if resource.get("requester") is None:
+        patient = ctx.lookup("patients", patient_id) or {}
+        if patient.get("referring_practitioner_id"):
+            return str(patient["referring_practitioner_id"])
+        raise ValueError("referrer_id: the ServiceRequest has no requester, and its patient no referring "
+                         "practitioner (Patient.generalPractitioner) that is one of our Practitioners")
+    return required_reference(resource["requester"], ctx, "Practitioner", "practitioners", "referrer_id")
+
+
 def from_fhir(resource: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any]:
     """A clinic referral record from a ServiceRequest.
 
     The patient and the referrer must be our Patient and Practitioner (see ``mappings._identity``).
+    The referrer is the ``requester``; only a ServiceRequest without one falls back to the patient's
+    referring practitioner (read from an EHR Patient's ``generalPractitioner``, which in R4 is the
+    primary care provider: mapping revision 2, item 3).
 
     :raises ValueError: naming the clinic field that cannot be filled (``patient_id``,
         ``referrer_id``, ``referred_on``, ``diagnoses``, ``status``).
@@ -120,8 +142,7 @@ def from_fhir(resource: Mapping[str, Any], ctx: MappingContext) -> dict[str, Any
     if clinic_id:
         out["id"] = clinic_id
     out["patient_id"] = required_reference(resource.get("subject"), ctx, "Patient", "patients", "patient_id")
-    out["referrer_id"] = required_reference(resource.get("requester"), ctx, "Practitioner", "practitioners",
-                                            "referrer_id")
+    out["referrer_id"] = _referrer(resource, out["patient_id"], ctx)
     if not resource.get("authoredOn"):
         raise ValueError("referred_on: the ServiceRequest has no authoredOn")
     out["referred_on"] = resource["authoredOn"][:10]  # the date part, as written where it was authored

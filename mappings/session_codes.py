@@ -19,9 +19,10 @@ from mappings.datatypes import codeable, period, reference
 from mappings.terminology import (
     ADVERSE_EVENT_CODES,
     ENCOUNTER_TYPES,
-    ICD10CM_DISPLAY,
     LOCAL_PROCEDURES,
+    PARTICIPANT_FUNCTION_TYPE,
     PARTICIPANT_FUNCTIONS,
+    PARTICIPATION_TYPE,
     PROCEDURE_CODES,
     PROCEDURE_TEXT,
     ROUTE_LABEL,
@@ -35,14 +36,17 @@ __all__ = [
     "SessionFacts",
     "administered_period",
     "adverse_event_concept",
+    "course_condition_key",
     "course_of",
     "encounter_type_concept",
     "encounter_type_key",
     "esketamine_dose_mg",
     "indication_condition",
+    "indication_key",
     "indication_reason",
     "local_code",
     "participant_function",
+    "participant_type",
     "procedure_concept",
     "procedure_key",
     "record_notes",
@@ -147,6 +151,13 @@ def participant_function(function: str, base_uri: str) -> dict[str, Any]:
     return codeable([local_code(base_uri, "participant-function", function)], PARTICIPANT_FUNCTIONS[function])
 
 
+def participant_type(function: str, base_uri: str) -> dict[str, Any]:
+    """A session performer's function as its v3 ParticipationType code (R4 binds
+    Encounter.participant.type to that code system, section 12.1) next to the local function code."""
+    v3 = PARTICIPATION_TYPE[PARTICIPANT_FUNCTION_TYPE[function]]
+    return codeable([v3, local_code(base_uri, "participant-function", function)], PARTICIPANT_FUNCTIONS[function])
+
+
 def encounter_type_concept(facts: SessionFacts, base_uri: str) -> dict[str, Any]:
     """Encounter.type: the procedure code plus the local encounter-type code (section 5)."""
     local = local_code(base_uri, "encounter-type", facts.encounter_type)
@@ -154,30 +165,35 @@ def encounter_type_concept(facts: SessionFacts, base_uri: str) -> dict[str, Any]
     return {**concept, "text": ENCOUNTER_TYPES[facts.encounter_type]}
 
 
+def course_condition_key(course: Record) -> str:
+    """The clinic key (``conditions`` collection) of the Condition a course makes of its own
+    indication. ``/`` never occurs in a clinic id, so it cannot meet a referral's ``<id>:<code>``."""
+    return f"courses/{course['id']}:{course['indication']}"
+
+
+def indication_key(course: Record | None, ctx: MappingContext) -> str | None:
+    """The clinic key of the Condition of the course indication: the referral's Condition when the
+    course's referral (not entered in error) lists that diagnosis, else the course's own
+    (``mappings.condition.for_course`` makes it); None without an indication."""
+    if not course or not course.get("indication"):
+        return None
+    referral = ctx.lookup("referrals", course["referral_id"]) if course.get("referral_id") else None
+    if referral and referral.get("status") != "entered-in-error" and course["indication"] in referral["diagnoses"]:
+        return f"{course['referral_id']}:{course['indication']}"
+    return course_condition_key(course)
+
+
 def indication_condition(course: Record | None, ctx: MappingContext) -> dict[str, str] | None:
-    """A reference to the Condition of the course indication, only when the course's referral
-    lists that diagnosis (the referral mapping makes one Condition per listed diagnosis)."""
-    if not course or not course.get("indication") or not course.get("referral_id"):
-        return None
-    referral = ctx.lookup("referrals", course["referral_id"])
-    if not referral or referral.get("status") == "entered-in-error":
-        return None
-    if course["indication"] not in referral["diagnoses"]:
-        return None
-    return reference(ctx.base_uri, "Condition", "conditions", f"{course['referral_id']}:{course['indication']}")
+    """A reference to the (US Core) Condition of the course indication, if it has one."""
+    key = indication_key(course, ctx)
+    return reference(ctx.base_uri, "Condition", "conditions", key) if key else None
 
 
 def indication_reason(course: Record | None, ctx: MappingContext) -> dict[str, list[dict[str, Any]]]:
-    """``reasonReference`` to the indication's Condition, else ``reasonCode`` with its ICD-10-CM
-    code (clinic-supplied, passed through), else nothing."""
+    """``reasonReference`` to the (US Core) Condition of the course indication, else nothing: since
+    mapping revision 2 every indication has a Condition (the referral's, else the course's own)."""
     condition = indication_condition(course, ctx)
-    if condition:
-        return {"reasonReference": [condition]}
-    if course and course.get("indication"):
-        code = course["indication"]
-        display = ICD10CM_DISPLAY.get(code)
-        return {"reasonCode": [codeable([Code(SYSTEM["icd10cm"], code, display)], display or code)]}
-    return {}
+    return {"reasonReference": [condition]} if condition else {}
 
 
 #: an adverse event's free text -> a reference code (section 12.7); the first match wins

@@ -39,9 +39,14 @@ class Code:
     system: str
     code: str
     display: str | None = None
+    #: Coding.version: the CPT edition (section 12.4: system, code and version, never a display)
+    version: str | None = None
 
     def coding(self) -> dict[str, str]:
-        out = {"system": self.system, "code": self.code}
+        out = {"system": self.system}
+        if self.version:
+            out["version"] = self.version
+        out["code"] = self.code
         if self.display:
             out["display"] = self.display
         return out
@@ -99,8 +104,12 @@ ROUTES = {
 }
 
 # --- procedures and encounter (sections 0, 4, 5) ------------------------------------------------
+#: section 12.4: the CPT edition the codes were checked against (Coding.version; no display: AMA text)
+CPT_VERSION = "2026"
 PROCEDURE_CODES = {
-    "iv-infusion": Code(SYSTEM["cpt"], "96365"),
+    "iv-infusion": Code(SYSTEM["cpt"], "96365", version=CPT_VERSION),
+    # section 12.4 (revision 2): IM (or SC) injection; section 0's "text plus local code" predates it
+    "im-injection": Code(SYSTEM["cpt"], "96372", version=CPT_VERSION),
     "esketamine-56": Code(SYSTEM["hcpcs"], "G2082"),
     "esketamine-84": Code(SYSTEM["hcpcs"], "G2083"),
 }
@@ -212,11 +221,11 @@ ADVERSE_EVENT_CODES = {
 
 # --- care_plan, encounter, procedure, medication_administration, adverse_event -----------------
 #: Local `procedure` codes (the clinic's CodeSystem) where the reference has no verified standard
-#: code: IM sessions (section 0 "text plus local code"; CPT 96372 is U in section 4), intranasal
-#: sessions whose drug and dose are not yet known, other routes, and ketamine-assisted
-#: psychotherapy (section 4: "No dedicated code found"). code -> CodeableConcept.text
+#: code: intranasal sessions whose drug and dose are not yet known, other routes, and
+#: ketamine-assisted psychotherapy (section 4: "No dedicated code found"; its CPT psychotherapy
+#: code, by minutes, is PSYCHOTHERAPY_CPT). IM sessions have CPT 96372 since revision 2 (section
+#: 12.4). code -> CodeableConcept.text
 LOCAL_PROCEDURES = {
-    "im-injection": "IM ketamine injection",
     "intranasal-dosing": "Intranasal ketamine or esketamine session",
     "ketamine-administration": "Ketamine administration",
     "ketamine-assisted-psychotherapy": "Ketamine-assisted psychotherapy",
@@ -291,3 +300,101 @@ AUDIT_ENTITY_SYSTEM_OBJECT = Code(SYSTEM["audit-entity-type"], "2", "System Obje
 AUDIT_ROLE_PATIENT = Code(SYSTEM["object-role"], "1", "Patient")
 AUDIT_ROLE_DOMAIN_RESOURCE = Code(SYSTEM["object-role"], "4", "Domain Resource")
 AUDIT_ROLE_QUERY = Code(SYSTEM["object-role"], "24", "Query")
+
+# --- security labels (section 12.2, mapping revision 2 item 7) ---------------------------------
+SYSTEM["v3-Confidentiality"] = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+CONFIDENTIALITY = {c: Code(SYSTEM["v3-Confidentiality"], c, d)
+                   for c, d in (("N", "normal"), ("R", "restricted"), ("V", "very restricted"))}
+#: sensitivity labels (v3-ActCode, under SPI): one per clinic policy, plus SUD for substance use
+SENSITIVITY = {c: Code(SYSTEM["v3-ActCode"], c, d) for c, d in (
+    ("PSY", "psychiatry disorder information sensitivity"),
+    ("BH", "behavioral health information sensitivity"),
+    ("MH", "mental health information sensitivity"),
+    ("SUD", "substance use disorder information sensitivity"),
+)}
+#: the policy label, in ActCode (the v3-ActUSPrivacyLaw copy is deprecated: accepted, never emitted)
+PART2_POLICY = Code(SYSTEM["v3-ActCode"], "42CFRPart2", "42 CFR Part2")
+
+# --- vital-sign interpretation, clinical-check flags, body measurements (revision 2, items 6 and 8)
+#: section 12.1: Observation.interpretation of a vital sign against the clinic's thresholds
+SYSTEM["v3-ObservationInterpretation"] = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+VITALS_INTERPRETATION = {c: Code(SYSTEM["v3-ObservationInterpretation"], c, d) for c, d in (
+    ("H", "High"), ("HH", "Critical high"), ("L", "Low"), ("LL", "Critical low"), ("N", "Normal"))}
+#: the clinic's ``clinical-check`` CodeSystem: the codes of mappings.checks warnings, as Flag.code
+LOCAL_SYSTEMS = (*LOCAL_SYSTEMS, "clinical-check")
+#: section 8: body height (US Core Body Height; UCUM cm)
+VITALS["height_cm"] = Code(SYSTEM["loinc"], "8302-2")
+VITALS_TEXT["height_cm"] = "Body height"
+VITALS_UNIT["height_cm"] = "cm"
+
+# --- care_team, condition, care_plan, encounter participants (sections 12.1 and 12.3; mapping ---
+# --- revision 2 items 3, 10, 12, 13) --------------------------------------------------------------
+SYSTEM["v3-ParticipationType"] = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+SYSTEM["condition-clinical"] = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+SYSTEM["condition-category"] = "http://terminology.hl7.org/CodeSystem/condition-category"
+SYSTEM["us-core-careplan-category"] = "http://hl7.org/fhir/us/core/CodeSystem/careplan-category"
+#: section 12.1: Encounter.participant.type and CareTeam.participant.role (displays as in THO)
+PARTICIPATION_TYPE = {c: Code(SYSTEM["v3-ParticipationType"], c, d) for c, d in (
+    ("ATND", "attender"), ("PPRF", "primary performer"), ("SPRF", "secondary performer"),
+    ("PART", "Participation"), ("CON", "consultant"), ("REF", "referrer"))}
+#: a session performer's clinic function -> its v3 ParticipationType (section 12.1: ATND the clinician
+#: responsible for the session, PPRF who gives the dose, SPRF the monitoring nurse, PART any other)
+PARTICIPANT_FUNCTION_TYPE = {"prescriber": "ATND", "supervising": "ATND", "administering": "PPRF",
+                             "monitoring": "SPRF", "psychotherapist": "PART"}
+#: CareTeam.participant.role text of the referrer (no clinic function: the referral names them)
+REFERRER_TEXT = "Referring psychiatrist"
+#: section 12.3: Condition.clinicalStatus / verificationStatus / category (US Core Condition profiles)
+CONDITION_CLINICAL_ACTIVE = Code(SYSTEM["condition-clinical"], "active", "Active")
+CONDITION_VER_CONFIRMED = Code(SYSTEM["condition-ver-status"], "confirmed", "Confirmed")
+CONDITION_CATEGORY = {
+    "encounter-diagnosis": Code(SYSTEM["condition-category"], "encounter-diagnosis", "Encounter Diagnosis"),
+    "problem-list-item": Code(SYSTEM["condition-category"], "problem-list-item", "Problem List Item"),
+}
+#: section 12.3: CarePlan.category, the US Core CarePlan's required slice
+CAREPLAN_ASSESS_PLAN = Code(SYSTEM["us-core-careplan-category"], "assess-plan", "Assessment and Plan of Treatment")
+
+# --- questionnaire items, panels and safety items (sections 7.1 and 12.1; mapping revision 2 ---
+# --- items 5 and 6, observation.py and questionnaire_response.py) ---------------------------------
+#: Panel codes (section 7.1) of the panel Observation that groups an instrument's item Observations
+#: (hasMember); an instrument not listed gets a local ``instrument-panel`` code. Displays only where
+#: the reference quotes them.
+INSTRUMENT_PANEL_CODES: dict[str, Code] = {
+    "phq9": Code(SYSTEM["loinc"], "44249-1", "PHQ-9 quick depression assessment panel [Reported.PHQ]"),
+    "gad7": Code(SYSTEM["loinc"], "69737-5", "Generalized anxiety disorder 7 item (GAD-7)"),
+    "phq2": Code(SYSTEM["loinc"], "55757-9", "Patient Health Questionnaire 2 item (PHQ-2) [Reported]"),
+    "cssrs": Code(SYSTEM["loinc"], "93373-9", "Columbia - suicide severity rating scale screener - recent [C-SSRS]"),
+    "peg": Code(SYSTEM["loinc"], "91148-7"),
+    "pcl5": Code(SYSTEM["loinc"], "101697-1"),  # V1 in the reference
+    "audit-c": Code(SYSTEM["loinc"], "72109-2"),
+}
+LOCAL_SYSTEMS = (*LOCAL_SYSTEMS, "instrument-panel")
+#: The PHQ/GAD answer list (section 7.1), indexed by the item score 0-3: the answers of PHQ-9,
+#: GAD-7 and PHQ-2 items (QuestionnaireResponse valueCoding, item Observation valueCodeableConcept)
+PHQ_GAD_ANSWERS: tuple[Code, ...] = (
+    Code(SYSTEM["loinc"], "LA6568-5", "Not at all"),
+    Code(SYSTEM["loinc"], "LA6569-3", "Several days"),
+    Code(SYSTEM["loinc"], "LA6570-1", "More than half the days"),
+    Code(SYSTEM["loinc"], "LA6571-9", "Nearly every day"),
+)
+PHQ_GAD_INSTRUMENTS = frozenset({"phq9", "gad7", "phq2"})
+#: section 12.1: a safety item positive (PHQ-9 item 9 > 0, C-SSRS "yes") / negative
+SYSTEM.setdefault("v3-ObservationInterpretation", "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation")
+SCREENING_INTERPRETATION = {c: Code(SYSTEM["v3-ObservationInterpretation"], c, d)
+                            for c, d in (("POS", "Positive"), ("NEG", "Negative"))}
+
+# --- Medication, CPT injection and psychotherapy, Provenance agents (revision 2, items 9, 12, 14) --
+#: section 1 / 12.8: WHO ATC, sent as a classification coding of Medication.code next to RxNorm
+SYSTEM["atc"] = "http://www.whocc.no/atc"
+ATC_KETAMINE = Code(SYSTEM["atc"], "N01AX03", "ketamine")  # V1 in section 12.8
+ATC_ESKETAMINE = Code(SYSTEM["atc"], "N06AX27", "esketamine")  # not N01AX14 (anesthetic use): section 2.2
+#: section 12.4: psychotherapy with the patient by its minutes: (lowest minute, CPT code, paraphrase).
+#: Under 16 minutes no psychotherapy code applies (90832 starts at 16): text only.
+PSYCHOTHERAPY_CPT = (
+    (53, Code(SYSTEM["cpt"], "90837", version=CPT_VERSION), "Psychotherapy with the patient, about 60 minutes"),
+    (38, Code(SYSTEM["cpt"], "90834", version=CPT_VERSION), "Psychotherapy with the patient, about 45 minutes"),
+    (16, Code(SYSTEM["cpt"], "90832", version=CPT_VERSION), "Psychotherapy with the patient, about 30 minutes"),
+)
+#: Provenance.agent.type of the service that sends the copy: US Core 6.1's own code (its
+#: ProvenanceTransmitter slice fixes this pattern; R4 provenance-participant-type has no transmitter)
+SYSTEM["us-core-provenance-participant-type"] = "http://hl7.org/fhir/us/core/CodeSystem/us-core-provenance-participant-type"
+PROVENANCE_AGENT_TRANSMITTER = Code(SYSTEM["us-core-provenance-participant-type"], "transmitter", "Transmitter")

@@ -4,7 +4,13 @@ One clinic record holds a set of measurements taken at one time; FHIR wants one 
 vital sign (R4 observation-vitalsigns), with blood pressure as the 85354-9 panel whose systolic and
 diastolic values are components (clinical reference section 8). Codes, UCUM units and texts come
 from ``mappings.terminology``; warnings (bp-hold, spo2-low, ...) become notes on the Observation of
-the measurement they are about.
+the measurement they are about (and Flags: mappings/flag.py).
+
+Measurements the clinic has thresholds for (blood pressure, heart rate, SpO2: reference 0 and 9.5)
+carry ``interpretation`` from v3-ObservationInterpretation (reference 12.1: H above a review
+threshold, HH above the hold threshold, L below the SpO2 alert, N within) and the thresholds as
+``referenceRange``, whose text says they are the clinic's thresholds, not population reference
+ranges. Blood pressure: on the component that crossed, and the worst of both on the Observation.
 """
 
 from __future__ import annotations
@@ -13,11 +19,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mappings.checks import DEFAULT as THRESHOLDS
 from mappings.context import MappingContext
 from mappings.datatypes import business_identifier, codeable, fhir_id, quantity, reference
-from mappings.terminology import OBSERVATION_CATEGORY, VITALS, VITALS_TEXT, VITALS_UNIT, Code, local_system
+from mappings.terminology import (
+    OBSERVATION_CATEGORY,
+    UCUM,
+    VITALS,
+    VITALS_INTERPRETATION,
+    VITALS_TEXT,
+    VITALS_UNIT,
+    Code,
+    local_system,
+)
 
-__all__ = ["KINDS", "STATUS", "TIMING_TEXT", "VitalKind", "to_fhir"]
+__all__ = ["KINDS", "LIMITS", "STATUS", "TIMING_TEXT", "Limit", "VitalKind", "interpretation_code", "to_fhir"]
 
 Record = Mapping[str, Any]
 
@@ -64,6 +80,42 @@ TIMING_TEXT = {
 }
 
 
+@dataclass(frozen=True)
+class Limit:
+    """One clinic threshold of a measurement: beyond it (``above`` or below) the value is ``code``."""
+
+    value: int
+    above: bool
+    code: str  # v3-ObservationInterpretation: H, HH or L
+    rule: str  # what the clinic does beyond it (referenceRange.text)
+
+
+#: clinic thresholds per measurement (mappings.clinical.Thresholds defaults, reference 0 and 9.5);
+#: strict comparisons, as the checks: SBP 180 is H, SBP 181 HH. Most severe last.
+LIMITS: dict[str, tuple[Limit, ...]] = {
+    "systolic_mmhg": (
+        Limit(THRESHOLDS.pre_dose_sbp_review, True, "H", "review before dosing"),
+        Limit(THRESHOLDS.hold_sbp, True, "HH", "hold or stop dosing and notify the prescriber")),
+    "diastolic_mmhg": (
+        Limit(THRESHOLDS.pre_dose_dbp_review, True, "H", "review before dosing"),
+        Limit(THRESHOLDS.hold_dbp, True, "HH", "hold or stop dosing and notify the prescriber")),
+    "heart_rate_bpm": (Limit(THRESHOLDS.max_heart_rate, True, "H", "tachycardia alert"),),
+    "spo2_pct": (Limit(THRESHOLDS.min_spo2, False, "L", "low oxygen saturation alert"),),
+}
+#: severity order of the interpretation codes, to pick the worst of the BP components
+_SEVERITY = ("N", "L", "H", "LL", "HH")
+_INTERPRETATION_TEXT = {"N": "Within the clinic's thresholds", "H": "Above the clinic's review threshold",
+                        "HH": "Above the clinic's hold threshold", "L": "Below the clinic's alert threshold"}
+
+
+def interpretation_code(field: str, value: float) -> str | None:
+    """H, HH, L or N for a measurement with clinic thresholds; None for one without."""
+    if field not in LIMITS:
+        return None
+    crossed = [lim.code for lim in LIMITS[field] if (value > lim.value if lim.above else value < lim.value)]
+    return crossed[-1] if crossed else "N"
+
+
 def to_fhir(record: Record, ctx: MappingContext) -> list[dict[str, Any]]:
     """Map one vitals record to one Observation per measurement present (in ``KINDS`` order)."""
     present = [k for k in KINDS if _present(record, k)]
@@ -100,18 +152,47 @@ def _observation(record: Record, kind: VitalKind, notes: list[dict[str, str]],
         out.update(_bp_value_and_components(record, notes))
     else:
         out["valueQuantity"] = _measurement(record, kind.fields[0])
+        out.update(_interpretation(record, [kind.fields[0]]))
         if notes:
             out["note"] = notes
+        out.update(_reference_range(kind.fields[0]))
     return out
 
 
 def _bp_value_and_components(record: Record, notes: list[dict[str, str]]) -> dict[str, Any]:
-    out: dict[str, Any] = {"note": notes} if notes else {}
+    # R4 element order: interpretation, note, (referenceRange), component
+    out: dict[str, Any] = _interpretation(record, ["systolic_mmhg", "diastolic_mmhg"])
+    if notes:
+        out["note"] = notes
     out["component"] = [
-        {"code": codeable([VITALS[f]], VITALS_TEXT[f]), "valueQuantity": _measurement(record, f)}
+        {"code": codeable([VITALS[f]], VITALS_TEXT[f]), "valueQuantity": _measurement(record, f),
+         **_interpretation(record, [f]), **_reference_range(f)}
         for f in ("systolic_mmhg", "diastolic_mmhg")
     ]
     return out
+
+
+def _interpretation(record: Record, fields: list[str]) -> dict[str, Any]:
+    """``interpretation``: the worst code of the fields; none for a measurement without thresholds or
+    a record entered in error (a retracted reading must not turn up in a search for critical values)."""
+    codes = [c for f in fields if (c := interpretation_code(f, record[f])) is not None]
+    if not codes or record.get("status") == "entered-in-error":
+        return {}
+    worst = max(codes, key=_SEVERITY.index)
+    return {"interpretation": [codeable([VITALS_INTERPRETATION[worst]], _INTERPRETATION_TEXT[worst])]}
+
+
+def _reference_range(field: str) -> dict[str, Any]:
+    """The clinic's thresholds of a measurement as ``referenceRange`` (high for an upper limit, low for
+    a lower one), each text saying it is a clinic threshold and not a reference range (reference 12.1)."""
+    ranges = []
+    for lim in LIMITS.get(field, ()):
+        unit = VITALS_UNIT[field]
+        side = "above" if lim.above else "below"
+        text = (f"Clinic threshold, not a population reference range: {side} {lim.value} {UCUM[unit]} is "
+                f"{VITALS_INTERPRETATION[lim.code].display} ({lim.code}): {lim.rule}")
+        ranges.append({"high" if lim.above else "low": quantity(lim.value, unit), "text": text})
+    return {"referenceRange": ranges} if ranges else {}
 
 
 def _measurement(record: Record, field: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ def _settings() -> Settings:
 
 def _session(settings: Settings):
     from service.db import make_engine, session_factory
+    from service.sync import outbox  # noqa: F401  (listens to the write path: every write reaches the outbox)
 
     return session_factory(make_engine(settings.database_url), settings)()
 
@@ -294,12 +295,31 @@ def import_file(file) -> None:
         sys.exit(1)
 
 
+@main.command()
+def remap() -> None:
+    """Map every stored clinic record again and store what changed (after an upgrade that changes
+    the mappings, or a change of KETAMINE_FHIR_CONFIDENTIALITY/_SENSITIVITY/_PART2).
+
+    Changed resources get a new version and are queued for every destination. Prints counts as JSON.
+    """
+    from service.db import migrate
+    from service.fhir_store import remap as remap_all
+
+    settings = _settings()
+    migrate(settings)
+    with _session(settings) as db:
+        counts = remap_all(db, datetime.now(UTC))
+    click.echo(json.dumps(counts))
+
+
 @main.command("map")
 @click.argument("file", type=click.File("rb"), default="-")
 @click.option("--bundle", "as_bundle", is_flag=True,
               help="Write one transaction Bundle (conditional updates on identifiers) instead of NDJSON.")
 @click.option("--output", "-o", type=click.File("w"), default="-", help="Where to write (default stdout).")
-def map_file(file, as_bundle: bool, output) -> None:
+@click.option("--provenance", "with_provenance", is_flag=True,
+              help="Also write a Provenance per record (author, transmitter), recorded now.")
+def map_file(file, as_bundle: bool, output, with_provenance: bool) -> None:
     """Map clinic records in /import NDJSON (FILE or stdin) to FHIR R4, without a server or database.
 
     Writes one resource a line (or a Bundle with --bundle). Bad lines are reported on stderr with
@@ -311,7 +331,8 @@ def map_file(file, as_bundle: bool, output) -> None:
     from service.mapfile import map_lines
 
     settings = _settings()
-    result = map_lines(file, settings.base_uri, settings.clinic_name)
+    recorded = datetime.now(UTC).isoformat(timespec="seconds") if with_provenance else None
+    result = map_lines(file, settings.base_uri, settings.clinic_name, settings.security, recorded)
     if as_bundle:
         output.write(orjson.dumps(transaction_bundle(result.resources), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mappings.security_labels import SENSITIVITY_CHOICES, SecurityPolicy
+
 MIN_SECRET_CHARS = 32
 
 __all__ = ["DEFAULT_BASE_URI", "Settings"]
@@ -98,6 +100,8 @@ class Settings:
     rate_limit_storage: str = "memory://"
     #: reverse proxies in front of the service that append to X-Forwarded-For; 0: trust no header
     trusted_proxies: int = 0
+    #: ``meta.security`` labels on patient resources (mappings/security_labels.py, reference 12.2)
+    security: SecurityPolicy = field(default_factory=SecurityPolicy)
     extra: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -135,6 +139,7 @@ class Settings:
             destination_hosts=_hosts(env.get("KETAMINE_FHIR_DESTINATION_HOSTS", "")),
             allow_http_loopback=_flag(env, "KETAMINE_FHIR_ALLOW_HTTP_LOOPBACK"),
             encryption_keys=_fernet_keys(env.get("KETAMINE_FHIR_ENCRYPTION_KEYS", "")),
+            security=_security_policy(env),
             **_rate_limit_settings(env),
         )
 
@@ -154,6 +159,21 @@ def _rate_limit_settings(env: dict[str, str]) -> dict[str, object]:
         "rate_limit_storage": env.get("KETAMINE_FHIR_RATE_LIMIT_STORAGE") or Settings.rate_limit_storage,
         "trusted_proxies": proxies,
     }
+
+
+def _security_policy(env: dict[str, str]) -> SecurityPolicy:
+    """The clinic's labelling policy: which labels is a privacy-officer decision (reference 12.2)."""
+    confidentiality = (env.get("KETAMINE_FHIR_CONFIDENTIALITY") or "R").strip().upper()
+    if confidentiality not in ("N", "R", "V"):
+        raise ValueError(f"KETAMINE_FHIR_CONFIDENTIALITY must be N, R or V, got {confidentiality!r}")
+    sensitivity = (env.get("KETAMINE_FHIR_SENSITIVITY") or "PSY").strip()
+    sensitivity = "none" if sensitivity.lower() == "none" else sensitivity.upper()
+    if sensitivity not in SENSITIVITY_CHOICES:
+        raise ValueError(f"KETAMINE_FHIR_SENSITIVITY must be one of {', '.join(SENSITIVITY_CHOICES)}, "
+                         f"got {sensitivity!r}")
+    # on unless switched off: a Part 2 label too many is safer than one too few
+    part2 = _flag({"KETAMINE_FHIR_PART2": env.get("KETAMINE_FHIR_PART2") or "true"}, "KETAMINE_FHIR_PART2")
+    return SecurityPolicy(confidentiality, sensitivity, part2)
 
 
 def _limit(env: dict[str, str], name: str, default: str) -> str:

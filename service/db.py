@@ -129,6 +129,7 @@ def session_factory(engine: Engine, settings: Settings) -> sessionmaker[Session]
     encryption = cache(lambda: secrets_cipher(settings))
     factory = sessionmaker(engine, expire_on_commit=False,
                            info={"base_uri": settings.base_uri, "clinic_name": settings.clinic_name,
+                                 "security": settings.security,
                                  "broker_url": settings.broker_url, "sync_queue": settings.sync_queue,
                                  "secret_key": secret, "encryption": encryption})
     event.listen(factory, "after_begin", _lock_wait)

@@ -4,13 +4,17 @@ After a clinic record is written, ``on_write`` maps it and the records whose res
 it (a session's Procedure code depends on its doses, a course's CarePlan on its sessions), stores
 each resource whose mapping changed as a new version, marks resources a record no longer yields as
 deleted, and records one Provenance for the write. Runs inside the write's transaction.
+
+A resource many records share (a Medication: one product and lot, given to many patients) is not
+any record's: it is stored under its own key (``_ensure_shared``), belongs to no patient, and is
+never retired by a record that stops naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,11 +25,22 @@ from sqlalchemy.orm import Session
 from mappings import provenance
 from mappings.context import MappingContext
 from mappings.resources import clinic_organization, resources_for
+from mappings.security_labels import SecurityPolicy, label
 from service import models
 from service.clinic.collections import COLLECTIONS
-from service.sync import notify  # noqa: F401  (registers the after-commit wake-up)
 
-__all__ = ["context", "flush_pending", "links_of", "on_write"]
+__all__ = ["context", "flush_pending", "links_of", "on_stored", "on_write", "remap"]
+
+#: listener(db, rows, at): told of the resource versions a transaction stored, just before it
+#: commits, inside it. The sync outbox registers itself (service/sync/outbox.py): the write path
+#: does not know who listens (layers point down).
+StoredListener = Callable[[Session, list[models.FhirResource], datetime], Any]
+_STORED_LISTENERS: list[StoredListener] = []
+
+#: types many records share (mappings/medication.py): stored once by ``_ensure_shared``, never
+#: retired, belonging to no patient; the source collection they are stored under
+SHARED_SOURCE = {"Medication": "medications"}
+SHARED_TYPES = frozenset(SHARED_SOURCE)
 
 #: children(parent_id, collection): which column names the parent, and the order
 _CHILDREN = {
@@ -73,7 +88,7 @@ def context(db: Session, memo: bool = False) -> MappingContext:
         return kids[(parent_id, collection)]
 
     return MappingContext(base_uri=db.info["base_uri"], clinic_name=db.info["clinic_name"], lookup=lookup,
-                          children=children)
+                          children=children, security=db.info.get("security") or SecurityPolicy())
 
 
 def _digest(resource: dict[str, Any]) -> str:
@@ -96,6 +111,8 @@ def _dependents(db: Session, collection: str, row: models.ClinicRecord) -> list[
         return sessions + admins
     if collection == "referrals":
         return rows(models.Course, models.Course.referral_id == row.id)
+    if collection == "patients":  # a course's CareTeam falls back to the patient's referring practitioner
+        return rows(models.Course, models.Course.patient_id == row.id)
     return []
 
 
@@ -155,17 +172,32 @@ def _retire(db: Session, existing: Iterable[models.FhirResource], keep: set[tupl
 
 def _map_and_store(db: Session, ctx: MappingContext, collection: str, row: models.ClinicRecord,
                    now: datetime, new: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
-    """Map one record and store what changed. ``new``: the record was just created, so nothing of
-    it is stored yet (saves the query)."""
-    resources = resources_for(collection, _as_record(row), ctx)
+    """Map one record and store what changed; return what it maps to (shared resources included)
+    and the ``Type/id`` of what was stored or retired. ``new``: the record was just created, so
+    nothing of it is stored yet (saves the query)."""
+    mapped = resources_for(collection, _as_record(row), ctx)
+    resources = [r for r in mapped if r["resourceType"] not in SHARED_TYPES]
     source = (collection, row.id)
     existing = {} if new else {(r.resource_type, r.id): r for r in db.scalars(select(models.FhirResource).where(
         models.FhirResource.source_collection == collection, models.FhirResource.source_id == row.id))}
     patient_id = _patient_of(collection, row)
-    changed = [f"{r['resourceType']}/{r['id']}" for r in resources
-               if _store(db, r, existing.get((r["resourceType"], r["id"])), source, patient_id, now)]
+    changed = [f"{r['resourceType']}/{r['id']}" for r in mapped
+               if r["resourceType"] in SHARED_TYPES and _ensure_shared(db, r, now)]
+    changed += [f"{r['resourceType']}/{r['id']}" for r in resources
+                if _store(db, r, existing.get((r["resourceType"], r["id"])), source, patient_id, now)]
     changed += _retire(db, existing.values(), {(r["resourceType"], r["id"]) for r in resources}, now)
-    return resources, changed
+    return mapped, changed
+
+
+def _ensure_shared(db: Session, resource: dict[str, Any], now: datetime) -> bool:
+    """Store a resource many records share (a Medication: one product and lot, given to many
+    patients) under its own key, like the clinic Organization: no source record, so no record
+    retires it when it stops naming it, and no patient (Medication is not in the Patient
+    compartment). Its content is a function of its id, so the doses that name it never make a new
+    version. True when it was new (or its mapping changed)."""
+    key = (resource["resourceType"], resource["id"])
+    current = db.get(models.FhirResource, key)  # autoflushes: a copy stored earlier in this transaction is found
+    return _store(db, resource, current, (SHARED_SOURCE[resource["resourceType"]], resource["id"]), None, now)
 
 
 @dataclass
@@ -203,7 +235,7 @@ def on_write(db: Session, collection: str, row: models.ClinicRecord, now: dateti
     for dep_collection, dep_row in [*_dependents(db, collection, row), *also]:
         dirty.pop((dep_collection, dep_row.id), None)  # re-insert: attributed to the latest write
         dirty[(dep_collection, dep_row.id)] = (dep_row, len(writes) - 1)
-    return _links(resources)
+    return _links(r for r in resources if r["resourceType"] not in SHARED_TYPES)  # as links_of: its own
 
 
 def flush_pending(db: Session) -> None:
@@ -231,6 +263,7 @@ def flush_pending(db: Session) -> None:
         if write.changed and inspect(write.row).persistent and write.row.version == write.meta["version"]:
             prov = provenance.to_fhir(write.collection, write.record, write.meta,
                                       [{"reference": c} for c in dict.fromkeys(write.changed)], ctx, write.agent)
+            prov = label(prov, ctx.security, about_patient=write.patient_id is not None)
             # keyed on the record's new version: always a new resource
             _store(db, prov, None, (write.collection, write.record["id"]), write.patient_id, write.now)
     db.flush()
@@ -238,13 +271,23 @@ def flush_pending(db: Session) -> None:
     _flush_outbox(db)
 
 
-def _flush_outbox(db: Session) -> None:
-    """Queue this transaction's stored versions for the destinations (service/sync/outbox.py)."""
-    from service.sync.outbox import enqueue
+def on_stored(listener: StoredListener) -> StoredListener:
+    """Register a listener for stored versions (see ``_STORED_LISTENERS``); usable as a decorator."""
+    if listener not in _STORED_LISTENERS:
+        _STORED_LISTENERS.append(listener)
+    return listener
 
+
+def _flush_outbox(db: Session) -> None:
+    """Tell the listeners (the sync outbox) which versions this transaction stored."""
     pending: dict[tuple[str, str], models.FhirResource] = db.info.pop("sync_pending", {})
-    if pending:
-        enqueue(db, pending.values(), max(r.last_updated for r in pending.values()))
+    if not pending:
+        return
+    if not _STORED_LISTENERS:  # refuse the commit rather than store versions no destination hears of
+        raise RuntimeError("no listener for stored FHIR versions: import service.sync.outbox before writing")
+    at = max(r.last_updated for r in pending.values())
+    for listener in _STORED_LISTENERS:
+        listener(db, list(pending.values()), at)
 
 
 @event.listens_for(Session, "before_commit")
@@ -272,6 +315,29 @@ def _ensure_organization(db: Session, ctx: MappingContext, now: datetime) -> Non
         _store(db, org, db.get(models.FhirResource, (org["resourceType"], org["id"])), ("organization", "clinic"),
                None, now)
         db.info["organization_stored"] = True
+
+
+def remap(db: Session, now: datetime, chunk: int = 500) -> dict[str, int]:
+    """Map every stored clinic record again (after an upgrade of the mappings or a change of the
+    labelling policy) and store what changed; commits every ``chunk`` records.
+
+    Changed resources get a new version, their index rows and outbox entries, as on a write, so
+    destinations receive the new mapping; no Provenance is recorded: no clinic data changed.
+    """
+    counts = {"records": 0, "changed": 0, "retired": 0}
+    _ensure_organization(db, context(db), now)
+    for name, coll in COLLECTIONS.items():
+        ids = list(db.scalars(select(coll.model.id).order_by(coll.model.id)))
+        for start in range(0, len(ids), chunk):
+            ctx = context(db, memo=True)
+            for record_id in ids[start:start + chunk]:
+                resources, changed = _map_and_store(db, ctx, name, db.get(coll.model, record_id), now)
+                kept = {f"{r['resourceType']}/{r['id']}" for r in resources}
+                counts["records"] += 1
+                counts["changed"] += sum(1 for c in changed if c in kept)
+                counts["retired"] += sum(1 for c in changed if c not in kept)
+            db.commit()
+    return counts
 
 
 def _links(resources: Iterable[dict[str, Any]]) -> dict[str, Any]:

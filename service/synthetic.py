@@ -120,6 +120,8 @@ def _patient_records(n: int, rng: random.Random, staff: list[dict[str, Any]]) ->
         "sex": rng.choice(["female", "male", "female", "male", "other"]),
         "weight_kg": weight,
         "height_cm": round(rng.uniform(150, 195)),
+        # measured at intake, the day of the referral (no rng draw: the other records stay as they were)
+        "body_measured_on": (datetime(2026, 1, 5, tzinfo=TZ) + timedelta(days=n % 60 - 14)).date().isoformat(),
         "referring_practitioner_id": referrer["id"],
         "phone": f"+1 555 01{n % 100:02d}",
         "identifiers": [{"system": EHR_MRN_SYSTEM, "value": f"E{900000 + n}"}],
@@ -128,6 +130,8 @@ def _patient_records(n: int, rng: random.Random, staff: list[dict[str, Any]]) ->
         del patient["weight_kg"]  # a patient with no recorded weight
     yield "patients", patient
     dx = {"pain": ["G89.4"], "esketamine": ["F33.2"], "im": ["F43.12", "F33.1"]}.get(archetype, ["F33.2"])
+    if n % 12 == 11:
+        dx = [*dx, "F10.20"]  # comorbid alcohol dependence: substance-use data, labelled as such
     start = datetime(2026, 1, 5, 9, 0, tzinfo=TZ) + timedelta(days=n % 60, hours=n % 4)
     referral = {
         "id": f"rf-{n + 1:04d}",
@@ -266,6 +270,11 @@ def _session(
     }
     if status != "cancelled":
         session["end"] = _iso(start + (timedelta(minutes=25) if status == "stopped-early" else length))
+    if session["psychotherapy"] and status == "completed":
+        # every CPT psychotherapy band (reference 12.4), one under 16 minutes (no code), one not recorded
+        minutes = (45, 12, 30, 60, None)[k % 5]
+        if minutes:
+            session["psychotherapy_minutes"] = minutes
     if status == "stopped-early":
         session["stop_reason"] = "Blood pressure above hold threshold"
         session["adverse_events"] = [{"text": "Transient hypertension", "severity": "moderate"}]
@@ -364,6 +373,7 @@ def _session(
                 "effective": _iso(dose_start + timedelta(minutes=40)),
                 "timing": "post",
                 "session_id": sid,
+                "rater_id": nurse["id"],  # clinician-administered: the monitoring nurse rates it
             },
         )
 

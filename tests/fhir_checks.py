@@ -24,6 +24,8 @@ FHIR_CORE_SYSTEMS = {
     "http://terminology.hl7.org/CodeSystem/adverse-event-severity",
     "http://terminology.hl7.org/CodeSystem/condition-ver-status",
     "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+    # US Core 6.1's own code for the ProvenanceTransmitter slice (its fixed pattern; R4 has no transmitter)
+    "http://hl7.org/fhir/us/core/CodeSystem/us-core-provenance-participant-type",
     # AuditEvent's own bindings (mappings/terminology.py, "audit_event")
     "http://terminology.hl7.org/CodeSystem/audit-event-type",
     "http://hl7.org/fhir/restful-interaction",

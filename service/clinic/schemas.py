@@ -16,6 +16,7 @@ from mappings.clinical import (
     DOSE_CONSISTENCY_TOLERANCE_PCT,
     ESKETAMINE_DEVICE_MG,
     INSTRUMENTS,
+    SELF_REPORT,
 )
 from service.clinic.fields import (
     WHITE_SPACE,
@@ -126,6 +127,8 @@ class PatientSchema(RecordSchema):
     email = _email()
     weight_kg = StrictFloat(validate=_range(0, 500, min_inclusive=False))
     height_cm = StrictFloat(validate=_range(0, 300, min_inclusive=False))
+    #: the day weight_kg and height_cm were measured: their vital-signs Observations need it (revision 2)
+    body_measured_on = fields.Date()
     referring_practitioner_id = Id()
     identifiers = fields.List(fields.Nested(IdentifierSchema), validate=validate.Length(max=20))
     status = fields.String(validate=OneOf(PERSON_STATUSES), load_default="active")
@@ -136,6 +139,11 @@ class PatientSchema(RecordSchema):
             raise ValidationError("Must not be in the future.")
         if value.year < 1900:
             raise ValidationError("Must be 1900-01-01 or later.")
+
+    @validates("body_measured_on")
+    def _body_measured_on(self, value: date, **_: Any) -> None:
+        if value > datetime.now(UTC).date():
+            raise ValidationError("Must not be in the future.")
 
     @validates_schema
     def _identifiers(self, data: dict, **_: Any) -> None:
@@ -212,6 +220,7 @@ class AdverseEventSchema(StrictSchema):
     onset = AwareDateTime()  # when it happened (mapping revision 2); not before the session's start
     serious = StrictBool()  # the clinician's seriousness judgement, where made (not the severity)
     outcome = fields.String(validate=OneOf(ADVERSE_EVENT_OUTCOMES))
+    recorded = AwareDateTime()  # when the clinic recorded it (AdverseEvent.recordedDate); not before onset
 
 
 SESSION_STATUSES = ("planned", "in-progress", "completed", "stopped-early", "cancelled", "entered-in-error")
@@ -228,6 +237,11 @@ class SessionSchema(RecordSchema):
     location = Text(200)
     performers = fields.List(fields.Nested(PerformerSchema), validate=validate.Length(max=20))
     psychotherapy = StrictBool()
+    #: minutes of psychotherapy with the patient (mapping revision 2: its CPT code, reference 12.4)
+    psychotherapy_minutes = StrictInt(validate=_range(1, 600), metadata={"description": (
+        "Minutes of psychotherapy with the patient in this session; only with psychotherapy: true, and not "
+        "longer than the session. Codes its FHIR Procedure: CPT 90832 (16-37 min), 90834 (38-52), 90837 (53+); "
+        "none under 16 minutes.")})
     adverse_events = fields.List(fields.Nested(AdverseEventSchema), validate=validate.Length(max=50))
     stop_reason = Text(1000)
     notes = Text(10000)
@@ -239,9 +253,22 @@ class SessionSchema(RecordSchema):
         for n, event in enumerate(data.get("adverse_events") or ()):
             if event.get("onset") and event["onset"] < data["start"]:
                 raise ValidationError({"adverse_events": {n: {"onset": ["Must not be before start."]}}})
+            if event.get("recorded") and event["recorded"] < (event.get("onset") or data["start"]):
+                raise ValidationError({"adverse_events": {n: {"recorded": ["Must not be before onset or start."]}}})
         keys = [(p["practitioner_id"], p["function"]) for p in data.get("performers", [])]
         if len(keys) != len(set(keys)):
             raise ValidationError("Each practitioner_id and function pair may appear once.", "performers")
+        self._psychotherapy_minutes(data)
+
+    @staticmethod
+    def _psychotherapy_minutes(data: dict) -> None:
+        minutes = data.get("psychotherapy_minutes")
+        if minutes is None:
+            return
+        if data.get("psychotherapy") is not True:
+            raise ValidationError("Only with psychotherapy: true.", "psychotherapy_minutes")
+        if data.get("end") and minutes * 60 > (data["end"] - data["start"]).total_seconds():
+            raise ValidationError("Must not be longer than the session (start to end).", "psychotherapy_minutes")
 
 
 class AdministrationSchema(RecordSchema):
@@ -295,11 +322,17 @@ class ObservationSchema(RecordSchema):
     session_id = Id()
     timing = fields.String(validate=OneOf(("baseline", "pre", "post", "follow-up")))
     items = fields.List(StrictInt(), validate=validate.Length(max=60))
+    #: the practitioner who rated a clinician-rated instrument (Observation.performer); a
+    #: self-report instrument's performer is the patient, so it has none
+    rater_id = Id()
     status = fields.String(load_default="final", validate=OneOf(("final", "amended", "entered-in-error")))
 
     @validates_schema
     def _score(self, data: dict, **_: Any) -> None:
         inst = INSTRUMENTS.get(data.get("instrument", ""))
+        if inst is not None and inst.key in SELF_REPORT and data.get("rater_id"):
+            raise ValidationError(f"{inst.name} is a self-report instrument: the patient answers it, so it has no "
+                                  "rater.", "rater_id")
         if inst is None or "score" not in data:
             return
         score = data["score"]

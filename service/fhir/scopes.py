@@ -20,7 +20,9 @@ scope ``*`` is this service's operator scope (``ketamine-fhir token create --sco
 everything, everywhere, except the audit trail (:data:`EXPLICIT_ONLY`: only ``system/AuditEvent.*``
 scopes allow AuditEvent). Scope query parameters (``system/Observation.rs?category=...``) are not
 supported and do not parse. Only ``system/`` scopes are used here: the service has no user or patient
-launch context, so ``user/`` and ``patient/`` scopes do not parse either.
+launch context, so ``user/`` and ``patient/`` scopes do not parse either. Hence nothing is implied
+between types either: a Medication (no patient's data, named by every dose of its product and lot)
+needs ``system/Medication.rs`` or a wildcard like any type, not ``system/MedicationAdministration.rs``.
 """
 
 from __future__ import annotations

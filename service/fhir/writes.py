@@ -63,7 +63,7 @@ def _practitioner(resource: dict[str, Any], ctx: Any, existing: dict[str, Any] |
 
 
 #: clinic fields a FHIR Patient does not carry (they feed weight-based dosing): an EHR's update keeps them
-PATIENT_CLINIC_ONLY = ("weight_kg", "height_cm")
+PATIENT_CLINIC_ONLY = ("weight_kg", "height_cm", "body_measured_on")
 
 
 def _patient(resource: dict[str, Any], ctx: Any, existing: dict[str, Any] | None) -> dict[str, Any]:
@@ -71,6 +71,10 @@ def _patient(resource: dict[str, Any], ctx: Any, existing: dict[str, Any] | None
     for key in PATIENT_CLINIC_ONLY:
         if existing and key in existing:
             record[key] = existing[key]
+    # our Patients carry no generalPractitioner (it is the PCP, not the referrer: mapping revision 2),
+    # so an update without one keeps the stored referring practitioner
+    if existing and existing.get("referring_practitioner_id") and "referring_practitioner_id" not in record:
+        record["referring_practitioner_id"] = existing["referring_practitioner_id"]
     return record
 
 

@@ -36,11 +36,13 @@ __all__ = ["DEFAULT_TYPES", "MODES", "SYNCABLE_TYPES", "DestinationSchema", "cre
 
 #: every type the mappings emit; Provenance is opt-in (one per write doubles the traffic)
 SYNCABLE_TYPES = ("Organization", "Practitioner", "PractitionerRole", "Patient", "Condition", "ServiceRequest",
-                  "CarePlan", "Encounter", "Procedure", "MedicationAdministration", "Observation", "AdverseEvent",
-                  "Provenance")
+                  "CarePlan", "CareTeam", "Encounter", "Procedure", "Medication", "MedicationAdministration",
+                  "QuestionnaireResponse", "Observation", "AdverseEvent",
+                  "Flag", "Provenance")
 DEFAULT_TYPES = tuple(t for t in SYNCABLE_TYPES if t != "Provenance")
-#: types that belong to no patient: they travel in the ``shared`` lane to every destination
-SHARED_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole"})
+#: types that belong to no patient: they travel in the ``shared`` lane to every destination (a
+#: Medication, one product and lot, is named by the doses of many patients)
+SHARED_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Medication"})
 MODES = ("transaction", "batch", "individual")
 AUTH_KINDS = ("none", "bearer", "smart")
 SECRET_FIELDS = ("token", "private_key")

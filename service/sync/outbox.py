@@ -1,11 +1,12 @@
 """The transactional outbox: which resource versions each destination still has to receive.
 
-``enqueue`` runs inside the clinic write's transaction (service/fhir_store.py calls it just before
-commit), so a write and its outbox rows commit together or not at all. ``sweep`` compares what a
-destination acknowledged (``sync_remote``) with what we hold and queues the difference: it is the
-initial load of a new destination, the backfill when a patient enters a destination's selection,
-and a periodic safety net. Workers ``claim`` lanes (a patient's rows, in order, one worker at a
-time; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) for a lease.
+``enqueue`` runs inside the clinic write's transaction (it listens to service/fhir_store.py's
+stored versions, told just before commit), so a write and its outbox rows commit together or not
+at all. ``sweep`` compares what a destination acknowledged (``sync_remote``) with what we hold and
+queues the difference: it is the initial load of a new destination, the backfill when a patient
+enters a destination's selection, and a periodic safety net. Workers ``claim`` lanes (a
+patient's rows, in order, one worker at a time; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL) for a
+lease.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from mappings.datatypes import fhir_id
-from service import models
-from service.sync import destinations
+from service import fhir_store, models
+from service.sync import (
+    destinations,
+    notify,  # noqa: F401  (registers the after-commit wake-up)
+)
 
 __all__ = ["ACTIVE", "Claimed", "active_total", "claim", "claim_resource", "counts", "due_destinations", "enqueue",
            "lane_of", "next_attempt_of", "release", "replay", "sweep", "sweep_all"]
@@ -43,6 +47,7 @@ def _enabled(db: Session) -> list[models.Destination]:
     return list(db.scalars(select(models.Destination).where(models.Destination.enabled.is_(True))))
 
 
+@fhir_store.on_stored
 def enqueue(db: Session, stored: Iterable[models.FhirResource], now: datetime) -> int:
     """Queue the resource versions this transaction stored for every interested destination.
 

@@ -701,6 +701,17 @@ def test_a_birth_date_in_the_future_before_1900_or_not_a_date_is_422(reject, bir
     reject.put(path, body, 422, "birth_date")
 
 
+@pytest.mark.parametrize("day", [DAY_AFTER_TOMORROW, "2026-02-30", "2026-01-02T09:00:00Z"])
+def test_a_body_measurement_day_in_the_future_or_not_a_date_is_422(reject, day):
+    reject.put(*new("patients", body_measured_on=day), 422, "body_measured_on")
+
+
+def test_a_body_measurement_day_is_stored_as_sent(clinic):
+    path, body = new("patients", weight_kg=71.5, height_cm=168.0, body_measured_on="2026-01-02")
+    accepted(clinic.put(path, body))
+    assert clinic.get(path).get_json()["body_measured_on"] == "2026-01-02"
+
+
 def test_a_birth_date_of_1900_or_yesterday_is_accepted(clinic):
     accepted(clinic.put(*new("patients", birth_date="1900-01-01")))
     yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
@@ -1395,3 +1406,34 @@ def test_an_adverse_event_onset_before_the_session_start_is_422_and_writes_nothi
     path, body = new("sessions")
     body["adverse_events"] = [{"text": "Nausea", "severity": "mild", "onset": "2000-01-01T09:00:00-05:00"}]
     reject.put(path, body, 422, "adverse_events.0.onset")
+
+
+def test_an_adverse_event_recorded_before_its_onset_is_422_and_writes_nothing(reject):
+    """``recorded`` (AdverseEvent.recordedDate) cannot precede the event it records."""
+    path, body = new("sessions")
+    body["adverse_events"] = [{"text": "Nausea", "severity": "mild", "onset": body["start"],
+                               "recorded": "2000-01-01T09:00:00-05:00"}]
+    reject.put(path, body, 422, "adverse_events.0.recorded")
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"psychotherapy_minutes": 45}, "psychotherapy_minutes"),  # psychotherapy not said
+    ({"psychotherapy": False, "psychotherapy_minutes": 45}, "psychotherapy_minutes"),
+    ({"psychotherapy": True, "psychotherapy_minutes": 0}, "psychotherapy_minutes"),
+    ({"psychotherapy": True, "psychotherapy_minutes": 601}, "psychotherapy_minutes"),
+    ({"psychotherapy": True, "psychotherapy_minutes": 45.5}, "psychotherapy_minutes"),
+    ({"psychotherapy": True, "psychotherapy_minutes": "45"}, "psychotherapy_minutes"),
+    # longer than the session (start to end): 09:00 to 10:30 is 90 minutes
+    ({"psychotherapy": True, "psychotherapy_minutes": 91, "start": "2026-01-12T09:00:00-05:00",
+      "end": "2026-01-12T10:30:00-05:00"}, "psychotherapy_minutes"),
+])
+def test_psychotherapy_minutes_are_whole_minutes_of_a_session_with_psychotherapy(reject, changes, field):
+    """Mapping revision 2: the minutes code the psychotherapy Procedure (CPT 90832/90834/90837)."""
+    path, body = new("sessions", **changes)
+    reject.put(path, body, 422, field)
+
+
+def test_psychotherapy_minutes_within_the_session_are_kept(clinic, db):
+    path, body = new("sessions", psychotherapy=True, psychotherapy_minutes=90, start="2026-01-12T09:00:00-05:00",
+                     end="2026-01-12T10:30:00-05:00")
+    assert accepted(clinic.put(path, body))["psychotherapy_minutes"] == 90

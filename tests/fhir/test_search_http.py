@@ -73,7 +73,7 @@ def test_search_results_pass_the_independent_validator(client, auth, clinic, tmp
     bundles = [_bundle(client.get(f"/fhir/{t}?_count=50", headers=auth)) for t in
                ("Patient", "Encounter", "Procedure", "MedicationAdministration", "Observation", "CarePlan",
                 "ServiceRequest", "Condition", "Practitioner", "AdverseEvent", "Provenance", "Organization",
-                "PractitionerRole")]
+                "PractitionerRole", "QuestionnaireResponse")]
     assert validate_with_peer(bundles, tmp_path) == []
 
 

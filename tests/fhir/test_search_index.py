@@ -78,12 +78,24 @@ def test_procedure():
     assert values(procedure, "date", "date_start") == {(datetime(2026, 1, 12, 14, 10, tzinfo=UTC),)}
 
 
-def test_medication_administration_code_comes_from_the_contained_medication():
-    admin = golden("medicationadministration", "reference")
-    assert values(admin, "code", "token_system", "token_code") == {("http://www.nlm.nih.gov/research/umls/rxnorm",
-                                                                    "6130")}
+def test_medication_administration_code_comes_from_the_medication_it_references():
+    """Mapping revision 2: the dose names a standalone Medication; its code is indexed on the dose
+    (``medicationReference>code``), so MedicationAdministration?code= finds every dose."""
+    admin, med = golden("medicationadministration", "reference"), golden("medication", "ketamine-lot")
+    assert admin["medicationReference"]["reference"] == f"Medication/{med['id']}"
+    codes = {(r["token_system"], r["token_code"]) for r in extract_rows(
+        admin, resolve=lambda t, i: med if (t, i) == ("Medication", med["id"]) else None) if r["param"] == "code"}
+    assert codes == {("http://www.nlm.nih.gov/research/umls/rxnorm", "6130"), ("http://www.whocc.no/atc", "N01AX03")}
+    assert values(admin, "code", "token_code") == set()  # nothing to resolve it with: no code, no error
+    assert values(admin, "medication", "ref_type", "ref_id") == {("Medication", med["id"])}
     assert values(admin, "context", "ref_type") == {("Encounter",)}
     assert values(admin, "effective-time", "date_start") == {(datetime(2026, 1, 12, 14, 10, tzinfo=UTC),)}
+
+
+def test_a_medication_is_found_by_code_and_lot_number():
+    med = golden("medication", "spravato-2-device-kit-lot")
+    assert ("http://hl7.org/fhir/sid/ndc", "50458-028-02") in values(med, "code", "token_system", "token_code")
+    assert values(med, "lot-number", "token_system", "token_code") == {(None, "SPV2201")}
 
 
 def test_observation_scores_and_vital_signs_are_numbers():
@@ -125,6 +137,23 @@ def test_practitioner_role_adverse_event_provenance_organization():
     assert values(provenance, "target", "ref_type") == {("ServiceRequest",), ("Condition",)}
     assert values(provenance, "patient", "ref_type") == set()  # only targets that are Patients
     assert values(golden("organization", "clinic"), "name", "string_norm") == {("synthetic ketamine clinic",)}
+
+
+def test_score_items_index_their_answer_concept_panel_members_derivation_and_performer():
+    """Mapping revision 2, item 5: Observation?code=http://loinc.org|44260-8&value-concept=... finds item 9."""
+    safety = json.loads((FIXTURES / "observation" / "score-phq9-safety-signal.expected.json").read_text())
+    qr, panel, item9 = safety[1], safety[2], safety[-1]
+    loinc = "http://loinc.org"
+    assert values(item9, "code", "token_system", "token_code") == {(loinc, "44260-8")}
+    assert values(item9, "value-concept", "token_system", "token_code") == {(loinc, "LA6569-3")}
+    assert values(item9, "derived-from", "ref_type", "ref_id") == {("QuestionnaireResponse", qr["id"])}
+    assert values(item9, "performer", "ref_type") == {("Patient",)}
+    assert values(panel, "has-member", "ref_id") == {(r["id"],) for r in safety if r is not panel and r is not qr}
+    assert values(panel, "value-concept", "token_code") == set()  # the panel has no value of its own
+    assert values(qr, "questionnaire", "ref_type", "ref_id") == {("Questionnaire", "phq9")}  # a canonical
+    assert values(qr, "authored", "date_start") == {(datetime(2026, 1, 15, 13, 45, tzinfo=UTC),)}
+    assert values(qr, "status", "token_code") == {("completed",)}
+    assert values(qr, "patient", "ref_type") == values(qr, "subject", "ref_type") == {("Patient",)}
 
 
 def test_last_updated_is_the_write_time():

@@ -22,9 +22,14 @@ PT2 = make(PATIENT, id="pt-2", mrn="MRN-0002", name={"family": "Núñez", "given
            sex="male", identifiers=[{"system": "urn:oid:2.16.840.1.113883.3.9999.1", "value": "E100300"}])
 SE2 = make(SESSION, id="se-2", number=2, start="2026-01-15T09:00:00-05:00", end="2026-01-15T10:30:00-05:00",
            adverse_events=[{"text": "Nausea", "severity": "mild", "code": "422587007"}])
-OB2 = make(OBSERVATION, id="ob-2", patient_id="pt-2", score=5, items=[1, 1, 1, 1, 1, 0, 0, 0, 0],
+# scores without items: one Observation each (items add a panel, item Observations and a
+# QuestionnaireResponse: tests/fhir/test_score_items_http.py)
+OB1 = make(OBSERVATION, items=None)
+OB2 = make(OBSERVATION, id="ob-2", patient_id="pt-2", score=5, items=None,
            effective="2026-02-01T10:00:00-05:00")
 VITALS_ALL = ["vs-1:bp", "vs-1:heart-rate", "vs-1:respiratory-rate", "vs-1:spo2", "vs-1:temperature"]
+# the dose's weight is a body-weight vital sign of the session too (mapping revision 2, item 8)
+SESSION_VITALS = ["ad-1:body-weight", *VITALS_ALL]
 
 
 def label(content: str) -> str:
@@ -41,7 +46,7 @@ def ids(api, db) -> dict[str, str]:
     """Write a small clinic; answer ``{"Patient:pt-1": <FHIR id>, ...}``."""
     seed_course(api)
     for path, body in (("/sessions/se-1/administrations/ad-1", ADMINISTRATION), ("/sessions/se-1/vitals/vs-1", VITALS),
-                       ("/observations/ob-1", OBSERVATION), ("/patients/pt-2", PT2), ("/observations/ob-2", OB2),
+                       ("/observations/ob-1", OB1), ("/patients/pt-2", PT2), ("/observations/ob-2", OB2),
                        ("/sessions/se-2", SE2)):
         response = api.put(path, body)
         assert response.status_code in (200, 201), response.get_json()
@@ -94,14 +99,14 @@ CASES = [
     ("MedicationAdministration", [("context", "{Encounter:se-2}")], []),
     ("MedicationAdministration", [("code", "http://www.nlm.nih.gov/research/umls/rxnorm|6130")], ["ad-1"]),
     ("Observation", [("patient", "{Patient:pt-2}")], ["ob-2"]),
-    ("Observation", [("subject", "Patient/{Patient:pt-1}"), ("category", "vital-signs")], VITALS_ALL),
+    ("Observation", [("subject", "Patient/{Patient:pt-1}"), ("category", "vital-signs")], SESSION_VITALS),
     ("Observation", [("code", "http://loinc.org|44261-6")], ["ob-1", "ob-2"]),
     ("Observation", [("code", "http://loinc.org|8867-4,http://loinc.org|44261-6")],
      ["ob-1", "ob-2", "vs-1:heart-rate"]),
     ("Observation", [("category", "http://terminology.hl7.org/CodeSystem/observation-category|survey")],
      ["ob-1", "ob-2"]),
     ("Observation", [("code", "http://loinc.org|44261-6"), ("date", "ge2026-01-10")], ["ob-2"]),
-    ("Observation", [("encounter", "Encounter/{Encounter:se-1}")], VITALS_ALL),
+    ("Observation", [("encounter", "Encounter/{Encounter:se-1}")], SESSION_VITALS),
     ("Observation", [("encounter:missing", "true")], ["ob-1", "ob-2"]),
     ("Observation", [("value-quantity", "16")], ["ob-1"]),
     ("Observation", [("value-quantity", "lt10")], ["ob-2"]),
@@ -115,7 +120,8 @@ CASES = [
     ("CarePlan", [("patient", "{Patient:pt-1}"), ("subject", "{Patient:pt-1}"), ("status", "active")], ["co-1"]),
     ("CarePlan", [("date", "ge2026-03-01")], ["co-1"]),  # the course's period is open-ended
     ("CarePlan", [("date", "lt2026-01-12")], []),
-    ("CarePlan", [("category:missing", "true")], ["co-1"]),
+    ("CarePlan", [("category:missing", "true")], []),
+    ("CarePlan", [("category", "http://hl7.org/fhir/us/core/CodeSystem/careplan-category|assess-plan")], ["co-1"]),
     ("Condition", [("patient", "{Patient:pt-1}"), ("code", "http://hl7.org/fhir/sid/icd-10-cm|F33.2")], ["rf-1:F33.2"]),
     ("Condition", [("recorded-date", "2026-01-02"), ("subject", "{Patient:pt-1}")], ["rf-1:F33.2"]),
     ("Condition", [("recorded-date", "2026-01-03")], []),
@@ -147,8 +153,8 @@ def test_provenance_by_target_and_patient(db, ids):
 
 
 @pytest.mark.parametrize(("prefix", "expected"), [
-    ("eq", VITALS_ALL), ("ne", ["ob-1", "ob-2"]), ("gt", ["ob-2"]), ("lt", ["ob-1"]), ("ge", [*VITALS_ALL, "ob-2"]),
-    ("le", ["ob-1", *VITALS_ALL]), ("sa", ["ob-2"]), ("eb", ["ob-1"]),
+    ("eq", SESSION_VITALS), ("ne", ["ob-1", "ob-2"]), ("gt", ["ob-2"]), ("lt", ["ob-1"]),
+    ("ge", [*SESSION_VITALS, "ob-2"]), ("le", ["ob-1", *SESSION_VITALS]), ("sa", ["ob-2"]), ("eb", ["ob-1"]),
 ])
 def test_date_prefixes(db, ids, prefix, expected):
     assert sorted(find(db, "Observation", ("date", f"{prefix}2026-01-12"))) == sorted(expected)
@@ -171,7 +177,7 @@ def test_last_updated(db, ids):
 
 def test_sort_on_dates_ascending_and_descending(db, ids):
     ascending = find(db, "Observation", ("_sort", "date"))
-    assert ascending[0] == "ob-1" and ascending[-1] == "ob-2" and sorted(ascending[1:-1]) == VITALS_ALL
+    assert ascending[0] == "ob-1" and ascending[-1] == "ob-2" and sorted(ascending[1:-1]) == SESSION_VITALS
     descending = find(db, "Observation", ("_sort", "-date,_lastUpdated"))
     assert descending[0] == "ob-2" and descending[-1] == "ob-1"
     assert find(db, "Encounter", ("_sort", "-date")) == ["se-2", "se-1"]
@@ -198,7 +204,7 @@ def test_include_and_revinclude(db, ids):
 
 def test_summary_count_and_total(db, ids):
     result = run_search(db, parse_search("Observation", [("_summary", "count")], True))
-    assert (result.total, result.resources) == (7, [])
+    assert (result.total, result.resources) == (8, [])
     result = run_search(db, parse_search("Observation", [("_total", "none"), ("_count", "2")], True))
     assert result.total is None and len(result.resources) == 2 and result.next
 
@@ -218,7 +224,7 @@ def test_lenient_search_ignores_unknown_parameters(db, ids):
 def test_a_deleted_resource_never_matches_but_an_earlier_page_snapshot_still_sees_it(api, db, ids):
     request = parse_search("Observation", [("encounter", ids["Encounter:se-1"]), ("_count", "1")], True)
     first = run_search(db, request)
-    assert first.total == 5
+    assert first.total == 6
     response = api.put("/sessions/se-1/vitals/vs-1", make(VITALS, temperature_c=None))  # retires the temperature
     assert response.status_code == 200
     db.rollback()  # end the read transaction: see the write
@@ -229,7 +235,7 @@ def test_a_deleted_resource_never_matches_but_an_earlier_page_snapshot_still_see
         page = run_search(db, request, token)
         seen += [label(r.content) for r in page.resources]
         token = page.next
-    assert sorted(seen) == VITALS_ALL  # the snapshot of the first page
+    assert sorted(seen) == SESSION_VITALS  # the snapshot of the first page
 
 
 def test_page_tokens_are_checked(db, ids):

@@ -30,7 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     exe = str(Path(sys.executable).with_name("ketamine-fhir"))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"KETAMINE_FHIR_DATA": str(data)}
     clinic = data / "clinic.ndjson"
-    clinic.write_text("\n".join(clinic_lines(3)) + "\n")
+    clinic.write_text("\n".join(clinic_lines(4)) + "\n")  # 4: one has a clinical-check Flag
     subprocess.run([exe, "import", str(clinic)], env=env, check=True, capture_output=True)
     token = subprocess.run([exe, "token", "create", "--name", "ehr", "--scope", "system/*.rs"], env=env,
                            check=True, capture_output=True, text=True).stdout.strip()

@@ -128,6 +128,37 @@ def test_a_referral_from_an_ehr_becomes_a_clinic_referral(client, auth, api):
                if r["id"].startswith("ehr-"))
 
 
+def test_an_ehr_update_of_a_patient_without_general_practitioner_keeps_the_referrer(client, auth, api):
+    """Our Patients carry no generalPractitioner (the PCP in R4, mapping revision 2), so the EHR's
+    copy sent back must not erase the clinic's referring practitioner."""
+    seed_course(api)
+    url = f"/fhir/Patient/{fhir_id(BASE, 'Patient', 'patients', 'pt-1')}"
+    ours = client.get(url, headers=auth).get_json(force=True)
+    assert "generalPractitioner" not in ours
+    changed = {k: v for k, v in ours.items() if k != "meta"} | {"gender": "other"}
+    assert client.put(f"/fhir/Patient/{ours['id']}", json=changed, headers=auth | FHIR).status_code == 200
+    after = api.get("/patients/pt-1").get_json()
+    assert (after["sex"], after["referring_practitioner_id"]) == ("other", "dr-ortiz")
+
+
+def test_an_ehr_referral_without_requester_takes_the_referrer_from_the_patients_general_practitioner(
+        client, auth, api):
+    """The requester first; Patient.generalPractitioner (one of our Practitioners) only as the fallback."""
+    seed_course(api)
+    psychiatrist_ref = f"Practitioner/{fhir_id(BASE, 'Practitioner', 'practitioners', 'dr-ortiz')}"
+    patient = ehr_patient(mrn="E-960") | {"generalPractitioner": [{"reference": psychiatrist_ref}]}
+    created = client.post("/fhir/Patient", json=patient, headers=auth | FHIR)
+    assert created.status_code == 201, created.get_data(as_text=True)
+    referral = {"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+                "identifier": [{"system": "urn:oid:2.16.840.1.113883.3.9999.8", "value": "REF-56"}],
+                "subject": {"reference": f"Patient/{created.get_json(force=True)['id']}"},
+                "authoredOn": "2026-02-01", "code": {"text": "Ketamine treatment referral"},
+                "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F33.2"}]}]}
+    response = client.post("/fhir/ServiceRequest", json=referral, headers=auth | FHIR)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert response.get_json(force=True)["requester"]["reference"] == psychiatrist_ref
+
+
 @pytest.mark.parametrize("body,headers,status", [
     ({"resourceType": "Patient"}, {"Content-Type": "text/plain"}, 415),
     ("{not json", FHIR, 400),

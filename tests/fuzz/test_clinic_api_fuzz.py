@@ -51,6 +51,8 @@ BEYOND_SCHEMA = re.compile("|".join((
     r"Each system\|value may appear once\.", r"Each identifier needs its system \(an absolute URI\)\.",
     r"Each diagnosis may appear once\.", r"Each practitioner_id and function pair may appear once\.",
     r"No [a-z -]+ with id .+\.", r"Does not match the (id|session_id) in the URL \(.+\)\.",
+    r"Only with psychotherapy: true\.", r"Must not be longer than the session \(start to end\)\.",
+    r".+ is a self-report instrument: the patient answers it, so it has no rater\.",
 )))
 
 

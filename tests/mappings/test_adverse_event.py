@@ -77,9 +77,10 @@ def test_the_event_keeps_the_clinic_snomed_code_and_its_text():
 def test_an_event_happened_when_the_clinic_says_and_keeps_its_seriousness_and_outcome():
     record, ctx, _ = load_case(FOLDER, "reference-with-snomed-code")
     events = [{**record["adverse_events"][0], "onset": "2026-01-12T09:35:00-05:00", "serious": False,
-               "outcome": "resolved"}]
+               "outcome": "resolved", "recorded": "2026-01-12T09:50:00-05:00"}]
     (out,) = adverse_event.to_fhir({**record, "adverse_events": events}, ctx)
     assert out["date"] == "2026-01-12T09:35:00-05:00"
+    assert out["recordedDate"] == "2026-01-12T09:50:00-05:00"  # when the clinic wrote it down
     assert out["seriousness"]["coding"][0]["code"] == "non-serious"
     assert out["outcome"]["coding"] == [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-outcome",
                                          "code": "resolved", "display": "Resolved"}]

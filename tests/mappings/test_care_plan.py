@@ -1,12 +1,16 @@
-"""A treatment course becomes an R4 CarePlan: the planned series, one activity per planned session."""
+"""A treatment course becomes a US Core CarePlan: the planned series, one activity per planned
+session, with a generated narrative, the assess-plan category and the course's CareTeam."""
 
 from __future__ import annotations
 
 import pytest
 
 from mappings import care_plan
+from mappings.datatypes import fhir_id
+from mappings.terminology import SYSTEM
 from service.clinic.schemas import SESSION_STATUSES, CourseSchema
 from tests.mappings.treatment_cases import (
+    BASE_URI,
     golden_outputs,
     load_case,
     synthetic_outputs,
@@ -59,11 +63,51 @@ def test_the_referral_is_supporting_info_because_r4_careplan_based_on_takes_only
             assert plan["supportingInfo"][0]["reference"].startswith("ServiceRequest/")
 
 
-def test_the_indication_condition_is_addressed_only_when_the_referral_lists_it():
+def test_the_indication_condition_is_the_referrals_when_it_lists_it_else_the_courses_own():
     listed, ctx, _ = load_case(FOLDER, "reference")
-    assert care_plan.to_fhir(listed, ctx)["addresses"][0]["reference"].startswith("Condition/")
+    assert care_plan.to_fhir(listed, ctx)["addresses"][0]["identifier"]["value"] == "rf-1:F33.2"
     not_listed, ctx, _ = load_case(FOLDER, "entered-in-error-indication-not-in-referral")
-    assert "addresses" not in care_plan.to_fhir(not_listed, ctx)
+    key = f"courses/{not_listed['id']}:{not_listed['indication']}"
+    assert care_plan.to_fhir(not_listed, ctx)["addresses"] == [{
+        "reference": f"Condition/{fhir_id(BASE_URI, 'Condition', 'conditions', key)}",
+        "identifier": {"use": "usual", "system": f"{BASE_URI}/conditions", "value": key}}]
+    without, ctx, _ = load_case(FOLDER, "missing-weight-without-indication")
+    assert "addresses" not in care_plan.to_fhir(without, ctx)
+
+
+def test_every_care_plan_meets_us_core_careplan(golden, synthetic):
+    """US Core 6.1 CarePlan: status, intent, category assess-plan (1..1 slice), subject (US Core
+    Patient); text.status (generated or additional) and text.div are Must Support (section 12.3)."""
+    assess_plan = [{"coding": [{"system": SYSTEM["us-core-careplan-category"], "code": "assess-plan",
+                                "display": "Assessment and Plan of Treatment"}],
+                    "text": "Assessment and Plan of Treatment"}]
+    for plan in [r for _, _, r in golden] + [r for _, r in synthetic]:
+        assert plan["meta"]["profile"] == [care_plan.PROFILE]
+        assert plan["category"] == assess_plan
+        assert plan["status"] in R4_REQUEST_STATUS and plan["intent"] == "plan"
+        assert plan["subject"]["reference"].startswith("Patient/")
+        assert plan["text"]["status"] == "generated"
+        assert plan["text"]["div"].startswith('<div xmlns="http://www.w3.org/1999/xhtml">')
+        assert plan["careTeam"][0]["reference"].startswith("CareTeam/")
+
+
+def test_the_narrative_summarises_the_plan_from_its_own_elements():
+    record, ctx, _ = load_case(FOLDER, "every-session-status")
+    plan = care_plan.to_fhir(record, ctx)
+    div = plan["text"]["div"]
+    assert f"<p><b>{plan['title']}</b></p>" in div and f"<p>{plan['description']}.</p>" in div
+    assert f"Status: {plan['status']}; from {plan['period']['start']}" in div
+    assert ("<p>8 planned sessions: 1 cancelled, 2 completed, 1 entered-in-error, 1 in-progress, "
+            "1 not-started, 1 scheduled, 1 stopped.</p>") in div
+
+
+def test_the_narrative_escapes_what_it_quotes():
+    from mappings.care_plan import _narrative
+
+    plan = {"title": "A <b> & c", "description": "d", "status": "active", "period": {"start": "2026-01-01"},
+            "activity": [{"detail": {"status": "scheduled"}}]}
+    assert "A &lt;b&gt; &amp; c" in _narrative(plan)["div"]
+    assert "1 planned session: 1 scheduled" in _narrative(plan)["div"]
 
 
 def test_each_session_status_shows_on_its_activity_with_the_encounter_as_outcome():

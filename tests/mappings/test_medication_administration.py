@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from mappings import medication
 from mappings import medication_administration as ma
 from mappings.context import MappingContext
 from service.clinic.schemas import AdministrationSchema
@@ -43,34 +44,24 @@ def test_every_clinic_status_maps_one_to_one():
     assert all(k == v for k, v in ma.STATUS.items()) and set(ma.STATUS.values()) <= R4_STATUS
 
 
-def test_a_lot_number_needs_a_contained_medication_because_r4_administration_has_no_lot(golden):
+def test_every_dose_names_the_medication_of_its_product_and_lot_by_reference(golden):
+    """Mapping revision 2: no contained Medication (it could not be searched nor shared); the
+    reference carries the Medication's identifier and, for a receiver without Medications, the
+    product and lot as display."""
     for _, record, resource in golden:
-        if record.get("lot_number"):
-            contained = resource["contained"][0]
-            assert contained["batch"] == {"lotNumber": record["lot_number"]}
-            assert resource["medicationReference"] == {"reference": f"#{contained['id']}"}  # dom-3
-            assert "medicationCodeableConcept" not in resource
-        else:
-            assert "contained" not in resource and "medicationReference" not in resource
-            assert resource["medicationCodeableConcept"]["coding"]
+        assert "contained" not in resource and "medicationCodeableConcept" not in resource
+        ref = resource["medicationReference"]
+        key = medication.medication_key(record)
+        assert ref["reference"] == f"Medication/{medication.to_fhir(record, MappingContext(BASE_URI))['id']}"
+        assert ref["identifier"] == {"use": "usual", "system": f"{BASE_URI}/medications", "value": key}
+        assert ref["display"].endswith(f", lot {record['lot_number']}") if record.get("lot_number") else \
+            ", lot" not in ref["display"]
 
 
-@pytest.mark.parametrize(("devices", "codes"), [
-    (2, ["2201623", "2201625", "50458-028-02"]),
-    (3, ["2201623", "2201625", "50458-028-03"]),
-    (1, ["2201623", "2201625"]),  # no kit NDC for one device
-    (None, ["2201623", "2201625"]),
-])
-def test_spravato_names_the_brand_and_the_kit_of_its_device_count(devices, codes):
-    dose = {"drug": "esketamine", "route": "intranasal", "dose_mg": 28.0 * (devices or 2),
-            "product": "spravato-28mg-device", "device_count": devices}
-    assert [c["code"] for c in ma.medication_concept(dose)["coding"]] == codes
-
-
-def test_esketamine_not_named_spravato_has_no_brand_code():
-    concept = ma.medication_concept({"drug": "esketamine", "route": "intranasal", "dose_mg": 56.0})
-    assert concept == {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "2201623",
-                                   "display": "esketamine Nasal Spray"}], "text": "Esketamine nasal spray"}
+def test_a_spravato_dose_reads_the_product_and_lot_in_its_reference():
+    record, ctx, _ = load_case(FOLDER, "esketamine-2-devices")
+    assert ma.to_fhir(record, ctx)["medicationReference"]["display"] == \
+        "Esketamine nasal spray (spravato-28mg-device), lot SPV2201"
 
 
 @pytest.mark.parametrize(("changes", "text"), [
@@ -122,3 +113,36 @@ def test_a_dose_stopped_with_its_session_carries_the_sessions_stop_reason():
     assert ma.to_fhir(bare, ctx)["statusReason"] == [{"text": "Blood pressure above hold threshold"}]
     completed = {**bare, "status": "completed"}
     assert "statusReason" not in ma.to_fhir(completed, ctx)
+
+
+# --- weight-based dosing as data (mapping revision 2, item 8) -----------------------------------------
+
+
+def _dosage(**changes):
+    ctx = MappingContext(BASE_URI, lookup=lambda c, i: {"id": i, "patient_id": "pt-1"} if c == "sessions" else None)
+    return ma.to_fhir(make(ADMINISTRATION, session_id="se-1", **changes), ctx)["dosage"]
+
+
+def test_a_weight_based_infusion_without_a_recorded_rate_is_a_mg_per_kg_per_minutes_rate_ratio():
+    dosage = _dosage(rate_mg_per_kg_per_h=None)  # 0.5 mg/kg from 09:10 to 09:50
+    assert dosage["dose"] == {"value": 35, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"}
+    assert dosage["rateRatio"] == {
+        "numerator": {"value": 0.5, "unit": "mg/kg", "system": "http://unitsofmeasure.org", "code": "mg/kg"},
+        "denominator": {"value": 40, "unit": "min", "system": "http://unitsofmeasure.org", "code": "min"}}
+    assert "rateQuantity" not in dosage
+
+
+def test_a_recorded_rate_stays_the_rate_quantity():
+    dosage = _dosage()
+    assert dosage["rateQuantity"]["code"] == "mg/kg/h" and "rateRatio" not in dosage
+
+
+@pytest.mark.parametrize("changes", [
+    {"route": "im", "end": None},  # a bolus: mg/kg is no rate; the dose stays mg, the weight is referenced
+    {"status": "stopped"},  # the recorded mg/kg need not have run over the recorded minutes
+    {"end": None},  # no duration
+    {"dose_mg_per_kg": None},  # dosed in mg: mg/kg is never computed here
+])
+def test_no_rate_ratio_where_mg_per_kg_over_the_minutes_is_no_true_rate(changes):
+    dosage = _dosage(rate_mg_per_kg_per_h=None, **changes)
+    assert "rateRatio" not in dosage and "rateQuantity" not in dosage and dosage["dose"]["code"] == "mg"

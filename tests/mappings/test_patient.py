@@ -1,6 +1,7 @@
 """A clinic patient becomes a US Core Patient — our identifier, the clinic MRN and the EHR's
-identifiers; name, gender, birth date, contacts, active and the referring psychiatrist — and maps
-back to the same clinic record."""
+identifiers; name, gender, birth date, contacts and active — and maps back to the same clinic
+record. The referring psychiatrist is not the general practitioner (the PCP in R4; mapping
+revision 2, item 3); an EHR's generalPractitioner that is one of ours is still read as the referrer."""
 
 from __future__ import annotations
 
@@ -37,9 +38,14 @@ def produce(given: dict, ctx) -> dict:
     return patient.to_fhir(given["record"], ctx)
 
 
+#: clinic fields a Patient does not carry: weight and height are Observations, the referrer is on the
+#: ServiceRequest and the CareTeam
+NOT_ON_THE_PATIENT = ("weight_kg", "height_cm", "body_measured_on", "referring_practitioner_id")
+
+
 def mapped_fields(record: dict) -> dict:
-    """What a Patient carries back: all but weight and height (Observations); status defaults."""
-    out = {k: v for k, v in record.items() if k not in ("weight_kg", "height_cm", "meta", "warnings")}
+    """What a Patient carries back: all but NOT_ON_THE_PATIENT; status defaults."""
+    out = {k: v for k, v in record.items() if k not in (*NOT_ON_THE_PATIENT, "meta", "warnings")}
     out.setdefault("status", "active")
     return out
 
@@ -83,11 +89,24 @@ def test_contacts_have_no_use_because_the_clinic_does_not_record_it():
     assert p["telecom"] == [{"system": "phone", "value": "+1 555 0142"}, {"system": "email", "value": "a@example.com"}]
 
 
-def test_the_referring_psychiatrist_is_the_general_practitioner():
+def test_the_referring_psychiatrist_is_not_emitted_as_the_general_practitioner():
+    """R4 Patient.generalPractitioner is the primary care provider; the clinic records none."""
+    assert PATIENT["referring_practitioner_id"] == "dr-ortiz"
     p = patient.to_fhir(PATIENT, context())
-    assert p["generalPractitioner"] == [{"reference": f"Practitioner/{ORTIZ}", "identifier": {
-        "use": "usual", "system": f"{BASE_URI}/practitioners", "value": "dr-ortiz"}}]
-    assert "generalPractitioner" not in patient.to_fhir(make(PATIENT, referring_practitioner_id=None), context())
+    assert "generalPractitioner" not in p
+    assert "dr-ortiz" not in json.dumps(p) and ORTIZ not in json.dumps(p)
+
+
+def with_general_practitioner(resource: dict) -> dict:
+    """The Patient as an EHR sends it: its generalPractitioner is one of our Practitioners."""
+    return {**resource, "generalPractitioner": [{"reference": f"Practitioner/{ORTIZ}", "identifier": {
+        "use": "usual", "system": f"{BASE_URI}/practitioners", "value": "dr-ortiz"}}]}
+
+
+def test_from_fhir_reads_a_general_practitioner_that_is_ours_as_the_fallback_referrer():
+    p = with_general_practitioner(patient.to_fhir(PATIENT, context()))
+    assert patient.from_fhir(p, context())["referring_practitioner_id"] == "dr-ortiz"
+    assert "referring_practitioner_id" not in patient.from_fhir(patient.to_fhir(PATIENT, context()), context())
 
 
 def test_weight_and_height_are_not_on_the_patient():
@@ -131,7 +150,7 @@ def without_identifier_in_references(resource: dict) -> dict:
 
 def test_from_fhir_resolves_the_general_practitioner_through_the_context_when_it_has_no_identifier():
     related = [("practitioners", PSYCHIATRIST)]
-    bare = without_identifier_in_references(patient.to_fhir(PATIENT, context()))
+    bare = without_identifier_in_references(with_general_practitioner(patient.to_fhir(PATIENT, context())))
     assert patient.from_fhir(bare, context(related))["referring_practitioner_id"] == "dr-ortiz"
     # a context that cannot look up FHIR ids leaves it out, as for any practitioner not ours
     assert "referring_practitioner_id" not in patient.from_fhir(bare, context(related, by_fhir_id=False))

@@ -1,5 +1,6 @@
 """A treatment session becomes a US Core Procedure: the infusion, injection or nasal dosing, coded
-CPT 96365 (IV), HCPCS G2082/G2083 (esketamine up to / over 56 mg) or a local code (IM, others)."""
+CPT 96365 (IV), CPT 96372 (IM), HCPCS G2082/G2083 (esketamine up to / over 56 mg) or a local code
+(others); psychotherapy in it becomes a Procedure of its own, CPT-coded by its minutes."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_every_synthetic_session_maps_to_one_procedure(synthetic):
     assert len(synthetic) == len(synthetic_records("sessions"))
     assert {r["status"] for _, r in synthetic} == {"completed", "stopped", "not-done"}
     # a cancelled Spravato session has no dose recorded: intranasal-dosing, not a guessed G-code
-    assert {r["code"]["coding"][0]["code"] for _, r in synthetic} == {"96365", "G2082", "G2083", "im-injection",
+    assert {r["code"]["coding"][0]["code"] for _, r in synthetic} == {"96365", "G2082", "G2083", "96372",
                                                                       "intranasal-dosing"}
 
 
@@ -149,3 +150,63 @@ def test_the_golden_iv_infusion_lasts_the_infusion_not_the_two_hour_visit():
                                                                  "end": "2026-01-12T09:50:00-05:00"}
     assert encounter.to_fhir(record, ctx)["period"] == {"start": "2026-01-12T09:00:00-05:00",
                                                         "end": "2026-01-12T10:30:00-05:00"}
+
+
+# --- CPT 96372 and psychotherapy Procedures (mapping revision 2, item 12) -------------------------
+
+CPT = "http://www.ama-assn.org/go/cpt"
+
+
+def test_an_im_session_is_cpt_96372_with_its_edition_and_no_display():
+    """Reference 12.4: CPT carries system, code and version; the AMA's wording never (text instead)."""
+    record, ctx, _ = load_case(FOLDER, "im-booster")
+    code = procedure.to_fhir(record, ctx)["code"]
+    assert code == {"coding": [{"system": CPT, "version": "2026", "code": "96372"}], "text": "IM ketamine injection"}
+    # the Encounter says the same, next to its local encounter type
+    assert encounter.to_fhir(record, ctx)["type"][0]["coding"][0] == code["coding"][0]
+
+
+def test_every_cpt_coding_names_its_edition_and_has_no_display(synthetic):
+    for _, resource in synthetic:
+        for coding in resource["code"]["coding"]:
+            if coding["system"] == CPT:
+                assert coding["version"] == "2026" and "display" not in coding
+
+
+@pytest.mark.parametrize(("minutes", "cpt"), [
+    (None, None), (1, None), (15, None), (16, "90832"), (37, "90832"), (38, "90834"), (52, "90834"),
+    (53, "90837"), (90, "90837"),
+])
+def test_psychotherapy_is_coded_by_its_minutes_and_not_at_all_under_16(minutes, cpt):
+    """Reference 12.4: 90832 16-37 min, 90834 38-52, 90837 53 and more; under 16 minutes no
+    psychotherapy code applies, so only the local code and the text say what it was."""
+    concept = procedure.psychotherapy_concept(minutes, "https://clinic.example.org/fhir")
+    codes = [(c["system"], c["code"]) for c in concept["coding"]]
+    local = ("https://clinic.example.org/fhir/CodeSystem/procedure", "ketamine-assisted-psychotherapy")
+    assert codes == ([(CPT, cpt), local] if cpt else [local])
+    if minutes is not None:
+        assert f"{minutes} min" in concept["text"]
+    if minutes is not None and cpt is None:
+        assert "no psychotherapy CPT code" in concept["text"]
+
+
+def test_psychotherapy_is_its_own_procedure_in_the_session_by_its_therapist():
+    record, ctx, _ = load_case("psychotherapy", "reference-45-minutes")
+    [therapy] = procedure.psychotherapy(record, ctx)
+    dosing = procedure.to_fhir(record, ctx)
+    assert therapy["id"] != dosing["id"]
+    assert therapy["identifier"] == [{"use": "usual", "system": "https://clinic.example.org/fhir/psychotherapy",
+                                      "value": record["id"]}]
+    assert therapy["code"]["coding"][0] == {"system": CPT, "version": "2026", "code": "90834"}
+    assert therapy["encounter"] == dosing["encounter"] and therapy["status"] == "completed"
+    assert [p["actor"]["identifier"]["value"] for p in therapy["performer"]] == ["th-nolan"]
+    # the clinic records how long, not when: the visit
+    assert therapy["performedPeriod"] == {"start": record["start"], "end": record["end"]}
+
+
+def test_a_session_without_psychotherapy_has_no_psychotherapy_procedure_and_a_planned_one_no_time():
+    record, ctx, _ = load_case("psychotherapy", "no-psychotherapy")
+    assert procedure.psychotherapy(record, ctx) == []
+    record, ctx, _ = load_case("psychotherapy", "planned")
+    [therapy] = procedure.psychotherapy(record, ctx)
+    assert therapy["status"] == "preparation" and "performedPeriod" not in therapy

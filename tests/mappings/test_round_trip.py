@@ -147,7 +147,8 @@ def test_practitioner_and_role_map_back_to_the_same_record(record: dict[str, Any
 def test_patient_maps_back_to_the_same_record(record: dict[str, Any]):
     ctx = context()
     back = patient.from_fhir(patient.to_fhir(record, ctx), ctx)
-    assert back == mapped(record, ("weight_kg", "height_cm"))
+    # the referrer is not the general practitioner (mapping revision 2): the ServiceRequest carries it
+    assert back == mapped(record, ("weight_kg", "height_cm", "referring_practitioner_id"))
     assert PatientSchema().validate(back) == {}
 
 
@@ -168,6 +169,20 @@ def test_referral_maps_back_through_the_context_when_references_carry_no_identif
     for key in ("subject", "requester"):
         sr[key].pop("identifier")
     assert service_request.from_fhir(sr, context(related)) == mapped(record)
+
+
+@SETTINGS
+@given(referrals())
+def test_referral_without_requester_maps_back_with_the_patients_referrer(record: dict[str, Any]):
+    """The requester first, Patient.generalPractitioner (stored as the patient's referrer) only as
+    the fallback (mapping revision 2, item 3)."""
+    sr = service_request.to_fhir(record, context())
+    assert service_request.from_fhir(sr, context([("patients", {"id": record["patient_id"],
+                                                                "referring_practitioner_id": "someone-else"})])
+                                     )["referrer_id"] == record["referrer_id"]
+    del sr["requester"]
+    patient_record = {"id": record["patient_id"], "referring_practitioner_id": record["referrer_id"]}
+    assert service_request.from_fhir(sr, context([("patients", patient_record)])) == mapped(record)
 
 
 def test_random_records_map_to_resources_that_pass_every_fhir_check(tmp_path: Path):

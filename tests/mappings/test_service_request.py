@@ -1,5 +1,7 @@
-"""A referral becomes a ServiceRequest — an order for ketamine treatment from the referring
-psychiatrist, for the patient, for the reasons of its ICD-10-CM diagnoses — and maps back."""
+"""A referral becomes a US Core ServiceRequest — an order for ketamine treatment from the referring
+psychiatrist (the requester), for the patient, for the reasons of its ICD-10-CM diagnoses — and maps
+back; an EHR's ServiceRequest without a requester takes the patient's referrer (mapping revision 2,
+item 3: Patient.generalPractitioner is only that fallback)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from tests.mappings.people_cases import (
 )
 
 DIR = "servicerequest"
+ORTIZ = fhir_id(BASE_URI, "Practitioner", "practitioners", "dr-ortiz")
 RELATED = [("patients", PATIENT), ("practitioners", PSYCHIATRIST)]
 
 
@@ -50,11 +53,58 @@ def test_every_clinic_status_is_the_service_request_status_of_the_same_name(stat
     assert service_request.to_fhir(make(REFERRAL, status=status), context())["status"] == status
 
 
-def test_a_referral_is_an_order_with_a_text_only_code_and_no_profile():
+def test_a_referral_is_a_us_core_order_with_a_text_only_code():
     sr = service_request.to_fhir(REFERRAL, context())
+    assert sr["meta"] == {"profile": [service_request.PROFILE]}
     assert sr["intent"] == "order"
+    # US Core binds code extensibly to procedure codes; none in the reference names a referral
     assert sr["code"] == {"text": "Ketamine treatment referral"}
-    assert "meta" not in sr
+
+
+def test_every_referral_has_the_elements_us_core_servicerequest_requires():
+    """US Core 6.1: status, intent, code (1..1), subject (US Core Patient), authoredOn and requester
+    (US Core Practitioner) are Must Support and always known here; the reason Conditions are US Core."""
+    ctx = synthetic_clinic()[1]
+    outputs = [service_request.to_fhir(r, ctx) for r in synthetic("referrals")]
+    outputs += [produce(*load_case(DIR, c)[:2]) for c in cases(DIR)]
+    for sr in outputs:
+        assert sr["meta"]["profile"] == [service_request.PROFILE]
+        assert sr["status"] in service_request.STATUSES and sr["intent"] == "order" and sr["code"]["text"]
+        assert sr["subject"]["reference"].startswith("Patient/")
+        assert sr["requester"]["reference"].startswith("Practitioner/")
+        assert len(sr["authoredOn"]) == 10
+        assert all(r["reference"].startswith("Condition/") for r in sr["reasonReference"])
+
+
+def test_from_fhir_reads_the_referrer_from_the_requester_first():
+    """The requester wins over the patient's (fallback) referring practitioner."""
+    patient = make(PATIENT, referring_practitioner_id="dr-other")
+    back = service_request.from_fhir(service_request.to_fhir(REFERRAL, context()),
+                                     context([("patients", patient), ("practitioners", PSYCHIATRIST)]))
+    assert back["referrer_id"] == "dr-ortiz"
+
+
+def test_from_fhir_without_a_requester_falls_back_to_the_patients_referring_practitioner():
+    """An EHR that names the referrer only as Patient.generalPractitioner: the Patient's reverse
+    mapping stored it as the patient's referring practitioner."""
+    from mappings import patient as patient_mapping
+
+    ehr_patient = patient_mapping.to_fhir(make(PATIENT, referring_practitioner_id=None), context())
+    ehr_patient["generalPractitioner"] = [{"reference": f"Practitioner/{ORTIZ}"}]
+    stored = {**patient_mapping.from_fhir(ehr_patient, context([("practitioners", PSYCHIATRIST)])), "id": "pt-1"}
+    assert stored["referring_practitioner_id"] == "dr-ortiz"
+    sr = service_request.to_fhir(REFERRAL, context())
+    del sr["requester"]
+    back = service_request.from_fhir(sr, context([("patients", stored)]))
+    assert back["referrer_id"] == "dr-ortiz"
+    assert back == mapped_fields(REFERRAL)
+
+
+def test_from_fhir_without_a_requester_or_a_referring_practitioner_names_referrer_id():
+    sr = service_request.to_fhir(REFERRAL, context())
+    del sr["requester"]
+    with pytest.raises(ValueError, match=r"^referrer_id: the ServiceRequest has no requester"):
+        service_request.from_fhir(sr, context([("patients", make(PATIENT, referring_practitioner_id=None))]))
 
 
 def test_subject_requester_performer_and_authored_on():
@@ -113,8 +163,9 @@ def test_from_fhir_rejects_references_to_records_that_are_not_ours(key: str, fie
     with pytest.raises(ValueError, match=rf"^{field}: the reference \(.*/ehr-123\) is not to one of our"):
         service_request.from_fhir(sr, context(RELATED))
     sr.pop(key)
+    patient_without_referrer = [("patients", make(PATIENT, referring_practitioner_id=None)), RELATED[1]]
     with pytest.raises(ValueError, match=rf"^{field}: "):
-        service_request.from_fhir(sr, context(RELATED))
+        service_request.from_fhir(sr, context(patient_without_referrer))
 
 
 def test_from_fhir_of_an_ehr_referral_reads_its_codes_date_and_notes():

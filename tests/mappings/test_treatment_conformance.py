@@ -9,16 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from mappings import adverse_event, care_plan, encounter, medication_administration, procedure
+from mappings import adverse_event, care_plan, care_team, encounter, medication, medication_administration, procedure
 from tests.fhir_checks import validate_with_models, validate_with_peer
 from tests.mappings.treatment_cases import cases, golden_outputs, load_case, own_terminology_problems, synthetic_outputs
 
 #: fixture folder, mapper, the synthetic clinic's collection it maps
 MAPPINGS = {
     "careplan": (care_plan.to_fhir, "courses"),
+    "careteam": (care_team.to_fhir, "courses"),
     "encounter": (encounter.to_fhir, "sessions"),
     "procedure": (procedure.to_fhir, "sessions"),
     "medicationadministration": (medication_administration.to_fhir, "administrations"),
+    "medication": (medication.to_fhir, "administrations"),
+    "psychotherapy": (procedure.psychotherapy, "sessions"),
     "adverseevent": (adverse_event.to_fhir, "sessions"),
 }
 GOLDEN = [(folder, case) for folder in MAPPINGS for case in cases(folder)]

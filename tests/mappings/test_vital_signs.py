@@ -155,6 +155,80 @@ def test_a_warning_naming_no_measurement_is_flagged_on_every_observation() -> No
                for r in vital_signs.to_fhir(record, CTX))
 
 
+# --- interpretation against the clinic's thresholds (reference 12.1) --------------------------------
+
+INTERPRETATION = SYSTEM["v3-ObservationInterpretation"]
+
+
+def interpretation(element: dict[str, Any]) -> list[str]:
+    return [code for c in element.get("interpretation", []) for system, code in codings(c) if system == INTERPRETATION]
+
+
+@pytest.mark.parametrize(("sbp", "dbp", "panel", "systolic", "diastolic"), [
+    (122, 78, "N", "N", "N"),
+    (140, 90, "N", "N", "N"),  # the thresholds are "above": 140/90 itself is within
+    (141, 85, "H", "H", "N"),  # only the component that crossed is H; the panel takes the worst
+    (135, 95, "H", "N", "H"),
+    (180, 100, "H", "H", "H"),  # at the hold threshold: still only above the review threshold
+    (181, 88, "HH", "HH", "N"),
+    (150, 101, "HH", "H", "HH"),
+])
+def test_blood_pressure_is_interpreted_per_component_and_by_its_worst_component(
+        sbp: int, dbp: int, panel: str, systolic: str, diastolic: str) -> None:
+    bp = by_kind(vital_signs.to_fhir(vitals(systolic_mmhg=sbp, diastolic_mmhg=dbp), CTX))["bp"]
+    assert interpretation(bp) == [panel]
+    assert [interpretation(c) for c in bp["component"]] == [[systolic], [diastolic]]
+
+
+@pytest.mark.parametrize(("field", "kind", "value", "code"), [
+    ("heart_rate_bpm", "heart-rate", 110, "N"), ("heart_rate_bpm", "heart-rate", 111, "H"),
+    ("spo2_pct", "spo2", 92, "N"), ("spo2_pct", "spo2", 91, "L")])
+def test_heart_rate_and_spo2_are_interpreted_against_their_alert_thresholds(field: str, kind: str, value: int,
+                                                                           code: str) -> None:
+    assert interpretation(by_kind(vital_signs.to_fhir(vitals(**{field: value}), CTX))[kind]) == [code]
+
+
+def test_measurements_without_clinic_thresholds_carry_no_interpretation_nor_range() -> None:
+    resources = by_kind(vital_signs.to_fhir(vitals(weight_kg=70.4), CTX))
+    for kind in ("respiratory-rate", "temperature", "weight"):
+        assert "interpretation" not in resources[kind] and "referenceRange" not in resources[kind]
+
+
+def test_interpretation_displays_are_the_code_systems() -> None:
+    bp = by_kind(vital_signs.to_fhir(vitals(systolic_mmhg=190, diastolic_mmhg=95), CTX))["bp"]
+    assert bp["interpretation"] == [{"coding": [{"system": INTERPRETATION, "code": "HH", "display": "Critical high"}],
+                                     "text": "Above the clinic's hold threshold"}]
+
+
+def test_the_thresholds_are_reference_ranges_that_say_they_are_clinic_thresholds() -> None:
+    resources = by_kind(vital_signs.to_fhir(vitals(), CTX))
+    systolic, diastolic = resources["bp"]["component"]
+    assert [(r["high"]["value"], r["high"]["code"]) for r in systolic["referenceRange"]] == [(140, "mm[Hg]"),
+                                                                                              (180, "mm[Hg]")]
+    assert [r["high"]["value"] for r in diastolic["referenceRange"]] == [90, 100]
+    assert [r["high"]["value"] for r in resources["heart-rate"]["referenceRange"]] == [110]
+    [spo2] = resources["spo2"]["referenceRange"]
+    assert spo2["low"] == {"value": 92, "unit": "%", "system": SYSTEM["ucum"], "code": "%"} and "high" not in spo2
+    ranges = [*systolic["referenceRange"], *diastolic["referenceRange"], *resources["heart-rate"]["referenceRange"],
+              spo2]
+    assert all(r["text"].startswith("Clinic threshold, not a population reference range") for r in ranges)
+    assert "referenceRange" not in resources["bp"]  # the panel has no value of its own
+
+
+def test_interpretation_and_the_warnings_use_the_same_thresholds() -> None:
+    # a reading the checks put on hold is HH, and one they pass is not
+    for sbp, dbp in ((181, 80), (175, 101), (179, 99)):
+        record = vitals(systolic_mmhg=sbp, diastolic_mmhg=dbp, timing="during")
+        on_hold = any(w["code"] == "bp-hold" for w in checks.vitals_warnings(record))
+        assert (interpretation(by_kind(vital_signs.to_fhir(record, CTX))["bp"]) == ["HH"]) is on_hold
+
+
+def test_a_reading_entered_in_error_is_not_interpreted() -> None:
+    resources = vital_signs.to_fhir(vitals(systolic_mmhg=200, diastolic_mmhg=110, status="entered-in-error"), CTX)
+    assert not [r for r in resources if "interpretation" in r or any("interpretation" in c
+                                                                     for c in r.get("component", []))]
+
+
 # --- every output: profiles, models, terminology, peer validator ----------------------------------
 
 
@@ -208,6 +282,11 @@ def test_every_output_passes_the_models_and_the_terminology_check(outputs: list[
 
 def test_every_output_passes_the_independent_validator(outputs: list[dict[str, Any]], tmp_path: Path) -> None:
     assert validate_with_peer(outputs, tmp_path) == []
+
+
+def test_the_synthetic_clinic_has_every_interpretation_the_thresholds_give(outputs: list[dict[str, Any]]) -> None:
+    found = {code for r in outputs for code in interpretation(r)}
+    assert {"N", "H", "HH", "L"} <= found
 
 
 def test_ids_are_unique(outputs: list[dict[str, Any]]) -> None:

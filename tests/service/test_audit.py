@@ -32,10 +32,14 @@ def bearer(db, name: str, *scopes: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {create_token(db, name, list(scopes))}"}
 
 
+#: a score without items: one Observation (items add a panel, item Observations, a QuestionnaireResponse)
+SCORE = {k: v for k, v in OBSERVATION.items() if k != "items"}
+
+
 @pytest.fixture
 def clinic(api) -> None:
     for path, body in (("/practitioners/dr-ortiz", PSYCHIATRIST), ("/patients/pt-1", PATIENT),
-                       ("/observations/ob-1", OBSERVATION)):
+                       ("/observations/ob-1", SCORE)):
         assert api.put(path, body).status_code == 201
 
 

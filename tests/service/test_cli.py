@@ -70,6 +70,15 @@ def test_import_file_prints_the_report_and_fails_on_rejected_lines(env, tmp_path
     assert json.loads(result.output)["errors"][0]["errors"]["record.name"]
 
 
+def test_remap_relabels_stored_resources_under_a_new_policy_and_then_changes_nothing(env, tmp_path):
+    source = tmp_path / "clinic.ndjson"
+    source.write_text("\n".join(clinic_lines(1)) + "\n")
+    assert run(env, "import", str(source)).exit_code == 0
+    first = json.loads(run({**env, "KETAMINE_FHIR_SENSITIVITY": "BH"}, "remap").output)
+    assert first["records"] > 10 and first["changed"] > 10 and first["retired"] == 0
+    assert json.loads(run({**env, "KETAMINE_FHIR_SENSITIVITY": "BH"}, "remap").output)["changed"] == 0
+
+
 def test_synth_prints_import_ndjson(env):
     lines = run(env, "synth", "--patients", "1").output.splitlines()
     assert {json.loads(line)["type"] for line in lines} >= {"patients", "sessions", "administrations", "vitals"}
@@ -124,6 +133,38 @@ def test_map_reports_bad_lines_by_number_and_still_maps_the_good_ones(env, tmp_p
     assert f"line {len(lines)}: record.score:" in result.stderr
     assert f"line {len(lines) + 1}: record:" in result.stderr
     assert any(json.loads(line)["resourceType"] == "Patient" for line in result.stdout.splitlines())
+
+
+def test_map_leaves_provenance_out_unless_asked_and_then_names_author_and_transmitter(env, tmp_path):
+    """Mapping revision 2, item 14: the dry run can show the Provenance the service would record:
+    one per record, over its resources, its clinician as author on behalf of the clinic, the
+    clinic as transmitter."""
+    lines = list(clinic_lines(1))
+    source = tmp_path / "clinic.ndjson"
+    source.write_text("\n".join(lines) + "\n")
+    plain = [json.loads(line) for line in CliRunner().invoke(main, ["map", str(source)], env=env).stdout.splitlines()]
+    assert "Provenance" not in {r["resourceType"] for r in plain}
+    result = CliRunner().invoke(main, ["map", "--provenance", str(source)], env=env)
+    assert result.exit_code == 0, result.output
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    provenances = [r for r in out if r["resourceType"] == "Provenance"]
+    assert len(provenances) == len(lines)  # one per record (each written once)
+    ids = {f"{r['resourceType']}/{r['id']}" for r in out}
+    organization = next(r for r in out if r["resourceType"] == "Organization")
+    for p in provenances:
+        assert {t["reference"] for t in p["target"]} <= ids
+        author, transmitter = p["agent"]
+        assert author["type"]["coding"][0]["code"] == "author"
+        assert transmitter["type"]["coding"][0]["code"] == "transmitter"
+        assert transmitter["who"]["reference"] == f"Organization/{organization['id']}"
+        if author["who"]["reference"].startswith("Practitioner/"):
+            assert author["onBehalfOf"]["reference"] == f"Organization/{organization['id']}"  # US Core provenance-1
+            assert author["who"]["reference"] in ids
+    dose = next(r for r in out if r["resourceType"] == "MedicationAdministration")
+    target = {"reference": f"MedicationAdministration/{dose['id']}"}
+    [dose_provenance] = [p for p in provenances if target in p["target"]]
+    assert dose_provenance["agent"][0]["who"]["reference"] == dose["performer"][0]["actor"]["reference"]
+    assert [p["resourceType"] for p in plain] == [p["resourceType"] for p in out][:len(plain)]  # the rest unchanged
 
 
 def test_map_bundle_is_an_idempotent_transaction(env, tmp_path):

@@ -48,9 +48,17 @@ def _tiny_clinic() -> list[str]:
     kinds = [json.loads(line) for line in lines]
     staff = [line for line, k in zip(lines, kinds, strict=True) if k["type"] == "practitioners"][:3]
     patient = next(line for line, k in zip(lines, kinds, strict=True) if k["type"] == "patients")
-    scores = [line for line, k in zip(lines, kinds, strict=True)
-              if k["record"]["id"] in ("pt-0001-phq9-0", "pt-0001-gad7-0")]
-    return [*staff, patient, *scores]
+    # without the day of its weight and height: those would add two body-measurement Observations
+    patient = json.dumps({**json.loads(patient), "record": {f: v for f, v in json.loads(patient)["record"].items()
+                                                            if f != "body_measured_on"}})
+    # without their items: one Observation each (items add a panel, item Observations and a
+    # QuestionnaireResponse per score)
+    scores = [json.dumps({**k, "record": {f: v for f, v in k["record"].items() if f != "items"}})
+              for k in kinds if k["record"]["id"] in ("pt-0001-phq9-0", "pt-0001-gad7-0")]
+    # the referral names its psychiatrist (ServiceRequest.requester): the patient's lane refers
+    # to the staff's
+    referral = next(line for line, k in zip(lines, kinds, strict=True) if k["type"] == "referrals")
+    return [*staff, patient, referral, *scores]
 
 
 CLINIC = _tiny_clinic()
@@ -280,24 +288,24 @@ def test_a_2xx_delivers_every_message_and_remembers_their_id_and_content_hash(db
 
     # one transaction per lane, the shared lane (staff) first
     assert ehr.sent == [("POST", ""), ("POST", "")]
-    assert [len(b["entry"]) for b in ehr.bodies] == [7, 3]
-    assert stats.delivered == 10 and stats.requests == 2
+    assert [len(b["entry"]) for b in ehr.bodies] == [7, 5]
+    assert stats.delivered == 12 and stats.requests == 2
     rows = outbox(db, dest_id)
     assert {m.status for m in rows} == {"delivered"} and all(m.delivered_at == T0 for m in rows)
     log = attempts(db, dest_id)
     assert sorted(a.message_id for a in log) == sorted(m.id for m in rows)  # one attempt row per message
     assert {(a.request, a.result, a.status_code) for a in log} == {("transaction 7", "delivered", 201),
-                                                                  ("transaction 3", "delivered", 201)}
+                                                                  ("transaction 5", "delivered", 201)}
     # their ids (from each entry's response.location) and the content they acknowledged
     held = remote(db, dest_id)
     stored = {(r.resource_type, r.id): r for r in db.scalars(select(models.FhirResource))}
     assert set(held) == {(m.resource_type, m.resource_id) for m in rows}
     assert {f"{t}/{r.remote_id}" for (t, _), r in held.items()} == set(ehr.held.values())
     assert all(r.content_hash == stored[k].content_hash for k, r in held.items())
-    # the patient's bundle refers to the practitioner by the id the destination gave it
-    patient = ehr.bodies[1]["entry"][0]["resource"]
-    assert patient["generalPractitioner"][0]["reference"] in {f"Practitioner/{r.remote_id}"
-                                                             for (t, _), r in held.items() if t == "Practitioner"}
+    # the patient's bundle refers to the referring psychiatrist by the id the destination gave it
+    [referral] = [e["resource"] for e in ehr.bodies[1]["entry"] if e["resource"]["resourceType"] == "ServiceRequest"]
+    assert referral["requester"]["reference"] in {f"Practitioner/{r.remote_id}"
+                                                  for (t, _), r in held.items() if t == "Practitioner"}
 
 
 def test_a_single_put_takes_their_id_from_the_location_header(db, ehr, add_destination, deliver):
@@ -318,13 +326,13 @@ def test_unchanged_content_is_not_sent_again(db, ehr, add_destination, deliver, 
     sent, logged = len(ehr.sent), len(attempts(db, dest_id))
 
     clock.advance(60)
-    assert requeue_everything(db, dest_id, clock) == 10
+    assert requeue_everything(db, dest_id, clock) == 12
     stats = deliver(dest_id)
 
     # the content hash they acknowledged is ours: nothing goes over the wire, nothing is logged as sent
     assert len(ehr.sent) == sent
-    assert (stats.unchanged, stats.delivered, stats.requests) == (10, 0, 0)
-    assert statuses(db, dest_id) == {"delivered": 20}
+    assert (stats.unchanged, stats.delivered, stats.requests) == (12, 0, 0)
+    assert statuses(db, dest_id) == {"delivered": 24}
     assert len(attempts(db, dest_id)) == logged
 
 
@@ -436,7 +444,7 @@ def test_a_429_pauses_the_whole_destination_until_retry_after(db, ehr, add_desti
     until_due(db, dest_id, clock)
     deliver(dest_id)
     assert len(ehr.sent) == 3
-    assert statuses(db, dest_id) == {"delivered": 10}
+    assert statuses(db, dest_id) == {"delivered": 12}
 
 
 def test_a_429_retry_after_beyond_the_policy_cap_pauses_only_up_to_max_retry_after(db, ehr, add_destination,
@@ -526,16 +534,18 @@ FAST = {"base_seconds": 0.5, "factor": 1.0, "jitter": 0.0}  # every retry due 0.
 
 
 def _open_the_circuit(db, ehr, deliver, clock, dest_id: str) -> datetime:
-    """Five consecutive failures, each a run of its own; returns when the circuit opened."""
+    """Five consecutive failed requests; returns when the circuit opened. A run sends the staff's
+    bundle and the patient's Patient (it refers to no staff; the referral after it waits for its
+    psychiatrist), so two a run, and the fifth opens the circuit before anything else goes out."""
     ehr.always(lambda request: True, (500, {}, ""))
-    for n in range(1, 6):
+    for run, failures in enumerate((2, 4, 5), start=1):
         deliver(dest_id)
         dest = destination(db, dest_id)
-        assert dest.circuit_failures == n
-        assert dest.circuit_state == ("open" if n == 5 else "closed")
-        if n < 5:
+        assert dest.circuit_failures == failures
+        assert dest.circuit_state == ("open" if run == 3 else "closed")
+        if run < 3:
             clock.advance(0.5)
-    assert len(ehr.sent) == 5  # the patient's lane waits for the staff (its references): one request a run
+    assert len(ehr.sent) == 5
     ehr.rules.clear()
     return destination(db, dest_id).circuit_opened_at
 
@@ -565,7 +575,7 @@ def test_after_the_reset_time_one_probe_goes_out_and_its_success_closes_the_circ
     dest = destination(db, dest_id)
     assert (dest.circuit_state, dest.circuit_failures, dest.circuit_opened_at) == ("closed", 0, None)
     assert dest.last_success_at == clock()
-    assert statuses(db, dest_id) == {"delivered": 10}
+    assert statuses(db, dest_id) == {"delivered": 12}
 
 
 def test_a_failed_probe_reopens_the_circuit_for_twice_as_long(db, ehr, add_destination, deliver, clock):
@@ -586,7 +596,7 @@ def test_a_failed_probe_reopens_the_circuit_for_twice_as_long(db, ehr, add_desti
     deliver(dest_id)
     assert len(ehr.sent) == 5 + 1 + 2
     assert destination(db, dest_id).circuit_state == "closed"
-    assert statuses(db, dest_id) == {"delivered": 10}
+    assert statuses(db, dest_id) == {"delivered": 12}
 
 
 def test_503s_with_retry_after_never_open_the_circuit(db, ehr, add_destination, deliver, clock):
@@ -647,10 +657,10 @@ def test_a_dead_letter_does_not_hold_back_the_other_messages_or_lanes(db, ehr, a
     ehr.always(lambda request: path_of(request) == PHQ9_URL, (422, {}, refusal))
     deliver(dest_id)
 
-    assert len(ehr.sent) == 10
+    assert len(ehr.sent) == 12
     dead = [m for m in outbox(db, dest_id) if m.status == "dead"]
     assert len(dead) == 1 and dead[0].resource_type == "Observation" and dead[0].outcome == refusal
-    assert statuses(db, dest_id) == {"delivered": 9, "dead": 1}
+    assert statuses(db, dest_id) == {"delivered": 11, "dead": 1}
     assert ("PUT", GAD7_URL) in ehr.sent[ehr.sent.index(("PUT", PHQ9_URL)):]  # the same lane, after it
 
 
@@ -700,7 +710,7 @@ def test_a_transaction_refused_whole_is_split_in_halves_and_never_resent_unchang
     ehr.always(_bundle_of_more_than(3), refused)
     deliver(dest_id)
 
-    assert statuses(db, dest_id) == {"delivered": 10}
+    assert statuses(db, dest_id) == {"delivered": 12}
     sizes = [len(b["entry"]) if m == "POST" else 1 for (m, _), b in zip(ehr.sent, ehr.bodies, strict=True)]
     # 7 is refused and halved (4 + 3); the 4 is refused too and halved (2 + 2); both halves pass,
     # so 2 is learned as the limit and nothing larger goes out again
@@ -731,7 +741,10 @@ def test_one_invalid_resource_is_a_dead_letter_and_teaches_no_bundle_limit(db, e
 
     rows = outbox(db, dest_id)
     assert [m.resource_type for m in rows if m.status == "dead"] == ["Organization"]
-    assert statuses(db, dest_id) == {"delivered": 9, "dead": 1}
+    # the referral names the clinic as its performer: it waits for the Organization (a dead letter
+    # until someone fixes it) instead of going out with a reference the destination cannot resolve
+    assert [m.resource_type for m in rows if m.status == "pending"] == ["ServiceRequest"]
+    assert statuses(db, dest_id) == {"delivered": 10, "dead": 1, "pending": 1}
     assert dest_id not in engine._LEARNED_LIMIT
 
 
@@ -839,15 +852,22 @@ def test_a_transaction_resent_after_a_dropped_connection_creates_nothing_twice(d
     dest_id = add_destination()
     ehr.then(ehr.applied_then_dropped)
     deliver(dest_id)
-    assert len(ehr.held) == 7
+    # the staff's bundle, applied though its answer was lost, and the patient's Patient (it refers
+    # to no staff, so it did not wait for them)
+    assert len(ehr.held) == 8
     until_due(db, dest_id, clock)
     deliver(dest_id)
 
-    first, again = ehr.bodies[0], ehr.bodies[1]
+    first = ehr.bodies[0]
+
+    def urls(body: dict) -> list[str]:
+        return [e["request"]["url"] for e in body.get("entry", [])]
+
+    [again] = [b for b in ehr.bodies[1:] if urls(b) == urls(first)]
     assert first == again  # the same conditional updates ...
     assert all(e["request"]["method"] == "PUT" and "?identifier=" in e["request"]["url"] for e in again["entry"])
-    assert len(ehr.held) == 10  # ... so the destination holds each resource once
-    assert statuses(db, dest_id) == {"delivered": 10}
+    assert len(ehr.held) == 12  # ... so the destination holds each resource once
+    assert statuses(db, dest_id) == {"delivered": 12}
 
 
 # --- the attempt log ---

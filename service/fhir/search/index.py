@@ -10,8 +10,9 @@ resource is written again, which is why page tokens expire after that long.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from service.fhir.search._values import FAR_FUTURE, FAR_PAST, date_range, normalise
 from service.fhir.search.params import SEARCH_PARAMS, SearchParam
-from service.models import FhirSearchIndex
+from service.models import FhirResource, FhirSearchIndex
 
 __all__ = ["SNAPSHOT_RETENTION", "extract_rows", "flush_index", "index_resource", "parse_reference", "queue_index"]
 
@@ -30,6 +31,8 @@ SNAPSHOT_RETENTION = timedelta(hours=1)
 _REFERENCE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 Row = dict[str, Any]
+#: resolve(type, id): the current content of one of our resources, or None (``ref>path`` paths)
+Resolver = Callable[[str, str], dict[str, Any] | None]
 
 #: prune a resource's expired rows on every n-th version (and on delete): bounded growth, fewer statements
 _PRUNE_EVERY = 8
@@ -96,8 +99,12 @@ def _dates(value: Any) -> Iterator[Row]:
 
 
 def _references(value: Any, targets: tuple[str, ...]) -> Iterator[Row]:
-    if isinstance(value, dict) and isinstance(value.get("reference"), str):
-        parsed = parse_reference(value["reference"])
+    """A Reference's literal ``Type/id``; a canonical (``QuestionnaireResponse.questionnaire``, a
+    string ``<base>/Questionnaire/<id>[|version]``) counts as a reference to the resource it names."""
+    text = value.get("reference") if isinstance(value, dict) else value.split("|", 1)[0] if isinstance(
+        value, str) else None
+    if isinstance(text, str):
+        parsed = parse_reference(text)
         if parsed and (not targets or "Resource" in targets or parsed[0] in targets):
             yield {"ref_type": parsed[0], "ref_id": parsed[1]}
 
@@ -125,11 +132,31 @@ def _values(param: SearchParam, value: Any) -> Iterator[Row]:
     return iter(())
 
 
-def extract_rows(resource: dict[str, Any], last_updated: datetime | None = None) -> list[Row]:
+def _path_values(resource: dict[str, Any], path: str, resolve: Resolver | None) -> Iterator[Any]:
+    """The values at ``path``; ``ref>rest`` reads ``rest`` in the resources the references at
+    ``ref`` point at (nothing without a resolver, or when the target is unknown)."""
+    ref_path, _, rest = path.partition(">")
+    if not rest:
+        yield from _walk(resource, path)
+        return
+    if resolve is None:
+        return
+    for ref in _walk(resource, ref_path):
+        parsed = parse_reference(ref["reference"]) if isinstance(ref, dict) and ref.get("reference") else None
+        target = resolve(*parsed) if parsed else None
+        if target is not None:
+            yield from _walk(target, rest)
+
+
+def extract_rows(resource: dict[str, Any], last_updated: datetime | None = None,
+                 resolve: Resolver | None = None) -> list[Row]:
     """The index rows of one resource (without resource/version columns): ``param`` plus the
     typed value columns of that parameter's type. Duplicates are dropped.
 
     :param last_updated: the version's write time (default: ``meta.lastUpdated``)
+    :param resolve: finds the targets of ``ref>path`` parameter paths (a dose's Medication). Their
+        content must not change while the source's rows stand: it holds for a Medication, whose
+        content is a function of its id (mappings/medication.py)
     """
     params = SEARCH_PARAMS.get(resource["resourceType"], {})
     rows: list[Row] = [{"param": "_id", "token_system": None, "token_code": resource["id"]}]
@@ -143,7 +170,7 @@ def extract_rows(resource: dict[str, Any], last_updated: datetime | None = None)
         if param.name in ("_id", "_lastUpdated"):
             continue
         for path in param.paths:
-            for value in _walk(resource, path):
+            for value in _path_values(resource, path, resolve):
                 for row in _values(param, value):
                     key = (param.name, *sorted(row.items()))
                     if key not in seen:
@@ -175,7 +202,7 @@ def index_resource(db: Session, resource: dict[str, Any], deleted: bool, *, vers
     if not deleted:
         db.execute(insert(FhirSearchIndex), [
             {**_EMPTY, "resource_type": rtype, "resource_id": rid, "version_id": version, "valid_from": last_updated,
-             **row} for row in extract_rows(resource, last_updated)])
+             **row} for row in extract_rows(resource, last_updated, _resolver(db, {}))])
 
 
 def queue_index(db: Session, resource: dict[str, Any], deleted: bool, *, version_id: int, last_updated: datetime,
@@ -203,6 +230,7 @@ def flush_index(db: Session) -> None:
 
     pending: dict[tuple[str, str], dict[str, Any]] = db.info.pop("index_pending", {})
     rows: list[dict[str, Any]] = []
+    resolve = _resolver(db, pending)
     for (rtype, rid), entry in pending.items():
         owner = entry["owner"]
         if not inspect(owner).persistent or owner.version_id != entry["version"]:
@@ -213,9 +241,21 @@ def flush_index(db: Session) -> None:
         if not entry["deleted"]:
             rows += [{**_EMPTY, "resource_type": rtype, "resource_id": rid, "version_id": entry["version"],
                       "valid_from": entry["last_updated"], **row}
-                     for row in extract_rows(entry["resource"], entry["last_updated"])]
+                     for row in extract_rows(entry["resource"], entry["last_updated"], resolve)]
     if rows:
         db.execute(insert(FhirSearchIndex), rows)
+
+
+def _resolver(db: Session, pending: dict[tuple[str, str], dict[str, Any]]) -> Resolver:
+    """Targets from this transaction's stored versions first, else from the stored resources."""
+    def resolve(rtype: str, rid: str) -> dict[str, Any] | None:
+        entry = pending.get((rtype, rid))
+        if entry is not None:
+            return None if entry["deleted"] else entry["resource"]
+        stored = db.get(FhirResource, (rtype, rid))
+        return json.loads(stored.content) if stored is not None and not stored.deleted else None
+
+    return resolve
 
 
 def _close(db: Session, rtype: str, rid: str, at: datetime, prune: bool) -> None:

@@ -2,8 +2,10 @@
 the parser and the CapabilityStatement read (R4 search.html, searchparameter-registry.html).
 
 A parameter's ``paths`` are simple dotted paths into our own JSON (we know the shapes the
-mappings emit); a path step over a list visits every item. ``targets`` restricts a reference
-parameter to those resource types (``patient`` is ``subject`` where it points at a Patient).
+mappings emit); a path step over a list visits every item. ``ref>path`` follows the reference at
+``ref`` and reads ``path`` in the resource it points at (a dose's code is its Medication's).
+``targets`` restricts a reference parameter to those resource types (``patient`` is ``subject``
+where it points at a Patient).
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ def _p(name: str, type_: str, paths: str, definition: str, targets: str = "") ->
 
 
 def _common(has_identifier: str | None) -> list[SearchParam]:
-    """``_id`` and ``_lastUpdated`` (every type), ``identifier`` where the type has one."""
+    """``_id``, ``_lastUpdated`` and ``_security`` (every type), ``identifier`` where the type has one."""
     out = [_p("_id", "token", "id", "Resource-id"),
-           _p("_lastUpdated", "date", "meta.lastUpdated", "Resource-lastUpdated")]
+           _p("_lastUpdated", "date", "meta.lastUpdated", "Resource-lastUpdated"),
+           _p("_security", "token", "meta.security", "Resource-security")]
     if has_identifier:
         out.append(_p("identifier", "token", "identifier", has_identifier))
     return out
@@ -80,8 +83,14 @@ def _registry() -> dict[str, dict[str, SearchParam]]:
                "MedicationAdministration-effective-time"),
             _p("status", "token", "status", "medications-status"),
             _p("context", "reference", "context", "MedicationAdministration-context", "Encounter EpisodeOfCare"),
-            # the medication's code: inline, or on the contained Medication that medicationReference names
-            _p("code", "token", "medicationCodeableConcept contained.code", "medications-code")],
+            # the medication's code: inline, or on the Medication that medicationReference names (R4's
+            # expression reads the inline code only; every dose names a Medication since revision 2)
+            _p("code", "token", "medicationCodeableConcept medicationReference>code", "medications-code"),
+            _p("medication", "reference", "medicationReference", "medications-medication", "Medication")],
+        # US Core Medication: not patient data, one per product and lot (mappings/medication.py)
+        "Medication": [*_common("Medication-identifier"),
+                       _p("code", "token", "code", "medications-code"),
+                       _p("lot-number", "token", "batch.lotNumber", "Medication-lot-number")],
         "Observation": [*_common("clinical-identifier"),
                         _p("patient", "reference", "subject", "clinical-patient", _PATIENT),
                         _p("subject", "reference", "subject", "Observation-subject", "Patient Group Device Location"),
@@ -91,7 +100,28 @@ def _registry() -> dict[str, dict[str, SearchParam]]:
                         _p("encounter", "reference", "encounter", "clinical-encounter", "Encounter"),
                         # scores are valueInteger: searched as numbers without a unit
                         _p("value-quantity", "quantity", "valueQuantity valueInteger",
-                           "Observation-value-quantity")],
+                           "Observation-value-quantity"),
+                        # PHQ/GAD item answers are LOINC answer codes: code=44260-8&value-concept=LA6569-3
+                        _p("value-concept", "token", "valueCodeableConcept", "Observation-value-concept"),
+                        _p("has-member", "reference", "hasMember", "Observation-has-member",
+                           "Observation MolecularSequence QuestionnaireResponse"),
+                        _p("derived-from", "reference", "derivedFrom", "Observation-derived-from",
+                           "DocumentReference ImagingStudy Media QuestionnaireResponse Observation MolecularSequence"),
+                        _p("performer", "reference", "performer", "Observation-performer",
+                           "Practitioner PractitionerRole Organization CareTeam Patient RelatedPerson")],
+        "QuestionnaireResponse": [
+            *_common("QuestionnaireResponse-identifier"),
+            _p("patient", "reference", "subject", "QuestionnaireResponse-patient", _PATIENT),
+            _p("subject", "reference", "subject", "QuestionnaireResponse-subject", "Resource"),
+            _p("authored", "date", "authored", "QuestionnaireResponse-authored"),
+            _p("status", "token", "status", "QuestionnaireResponse-status"),
+            # a canonical (``<base>/Questionnaire/<instrument>``), indexed as the Questionnaire it names
+            _p("questionnaire", "reference", "questionnaire", "QuestionnaireResponse-questionnaire", "Questionnaire"),
+            _p("encounter", "reference", "encounter", "QuestionnaireResponse-encounter", "Encounter"),
+            _p("author", "reference", "author", "QuestionnaireResponse-author",
+               "Device Practitioner PractitionerRole Patient RelatedPerson Organization"),
+            _p("source", "reference", "source", "QuestionnaireResponse-source",
+               "Patient Practitioner PractitionerRole RelatedPerson")],
         "ServiceRequest": [*_common("clinical-identifier"),
                            _p("patient", "reference", "subject", "clinical-patient", _PATIENT),
                            _p("subject", "reference", "subject", "ServiceRequest-subject",
@@ -107,11 +137,23 @@ def _registry() -> dict[str, dict[str, SearchParam]]:
                      _p("status", "token", "status", "CarePlan-status"),
                      _p("date", "date", "period", "clinical-date"),
                      _p("category", "token", "category", "CarePlan-category")],
+        # mapping revision 2: the course's care team (R4 CareTeam search parameters)
+        "CareTeam": [*_common("clinical-identifier"),
+                     _p("patient", "reference", "subject", "clinical-patient", _PATIENT),
+                     _p("subject", "reference", "subject", "CareTeam-subject", _SUBJECT),
+                     _p("status", "token", "status", "CareTeam-status"),
+                     _p("date", "date", "period", "clinical-date"),
+                     _p("category", "token", "category", "CareTeam-category"),
+                     _p("participant", "reference", "participant.member", "CareTeam-participant",
+                        "Practitioner Organization CareTeam Patient PractitionerRole RelatedPerson")],
         "Condition": [*_common("clinical-identifier"),
                       _p("patient", "reference", "subject", "clinical-patient", _PATIENT),
                       _p("subject", "reference", "subject", "Condition-subject", _SUBJECT),
                       _p("code", "token", "code", "clinical-code"),
-                      _p("recorded-date", "date", "recordedDate", "Condition-recorded-date")],
+                      _p("recorded-date", "date", "recordedDate", "Condition-recorded-date"),
+                      # US Core Condition searches (patient + category, patient + clinical-status)
+                      _p("category", "token", "category", "Condition-category"),
+                      _p("clinical-status", "token", "clinicalStatus", "Condition-clinical-status")],
         "Practitioner": [*_common("Practitioner-identifier"),
                          _p("name", "string", "name", "Practitioner-name"),
                          _p("family", "string", "name.family", "individual-family"),
@@ -132,6 +174,15 @@ def _registry() -> dict[str, dict[str, SearchParam]]:
                        _p("patient", "reference", "target", "Provenance-patient", _PATIENT)],
         "Organization": [*_common("Organization-identifier"),
                          _p("name", "string", "name", "Organization-name")],
+        # R4 Flag has no code parameter: a receiver reads a patient's flags and looks at Flag.code
+        "Flag": [*_common("Flag-identifier"),
+                 _p("patient", "reference", "subject", "clinical-patient", _PATIENT),
+                 _p("subject", "reference", "subject", "Flag-subject",
+                    "Patient Location Group Organization Practitioner PlanDefinition Medication Procedure"),
+                 _p("date", "date", "period", "clinical-date"),
+                 _p("encounter", "reference", "encounter", "clinical-encounter", "Encounter"),
+                 _p("author", "reference", "author", "Flag-author",
+                    "Device Organization Patient Practitioner PractitionerRole")],
     }
     return {rtype: {p.name: p for p in params} for rtype, params in by_type.items()}
 

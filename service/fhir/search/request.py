@@ -55,7 +55,7 @@ MAX_PARAMS = 100
 #: most ``_sort`` keys (each is a subquery, and the page keyset grows with their square)
 MAX_SORT = 5
 #: filters of R4 search.html we do not support; never ignored (see the module docstring)
-UNSUPPORTED_FILTERS = ("_has", "_filter", "_query", "_text", "_content", "_list", "_tag", "_security", "_profile",
+UNSUPPORTED_FILTERS = ("_has", "_filter", "_query", "_text", "_content", "_list", "_tag", "_profile",
                        "_source", "_type")
 #: a number's exponent must lie within this (float has about +-308; 1E-999999999 made Decimal fail)
 _MAX_EXPONENT = 100
