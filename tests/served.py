@@ -15,13 +15,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(base: str, tries: int = 200) -> None:
-    """Poll ``/readyz`` until the served app answers 200 (a refused connection means not yet)."""
-    for _ in range(tries):
+def wait_ready(base: str, deadline: float = 120.0) -> None:
+    """Poll ``/readyz`` until the served app answers 200, for at most ``deadline`` seconds overall.
+
+    A refused connection means not yet; so does a slow or failed answer (a busy 2-core CI machine
+    starting gunicorn and migrating can take many seconds): only the overall deadline fails.
+    """
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
         try:
-            if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+            if requests.get(f"{base}/readyz", timeout=5).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.1)
-    raise AssertionError(f"{base} never became ready")
+    raise AssertionError(f"{base} never became ready within {deadline:.0f} s")
