@@ -71,10 +71,16 @@ def is_about_patient(resource: dict[str, Any]) -> bool:
     return any(isinstance(r, dict) and str(r.get("reference", "")).startswith("Patient/") for r in refs)
 
 
+#: where a resource carries a diagnosis code (Condition.code, ServiceRequest/Procedure/
+#: MedicationAdministration.reasonCode): only these are read, not the whole resource (half of all
+#: mapping time when every element was walked)
+_DIAGNOSIS_ELEMENTS = ("code", "reasonCode")
+
+
 def substance_use(resource: dict[str, Any]) -> bool:
     """True when the resource carries a substance-use-disorder diagnosis code."""
     return any(c.get("system") == SYSTEM["icd10cm"] and _SUD_ICD10.match(str(c.get("code", "")))
-               for c in _codings(resource))
+               for element in _DIAGNOSIS_ELEMENTS for c in _codings(resource.get(element)))
 
 
 def label(resource: dict[str, Any], policy: SecurityPolicy, about_patient: bool | None = None) -> dict[str, Any]:
