@@ -55,7 +55,7 @@ from sqlalchemy import Engine, create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from service import create_app, models
+from service import audit, create_app, models
 from service.auth import create_token
 from service.clinic.collections import COLLECTIONS
 from service.clinic.importer import parse_json
@@ -162,6 +162,12 @@ def api_app(settings: Settings) -> Iterator[tuple[Flask, FlaskClient, dict[str, 
             token = create_token(session, f"bench-{uuid.uuid4().hex[:8]}", ["clinic:write"])
         yield app, app.test_client(), {"Authorization": f"Bearer {token}"}
     finally:
+        # the audit writer is asynchronous: let it finish this path's events before the database
+        # goes away (else they are dropped, and logged, against a disposed engine)
+        if not audit.flush(app, timeout=60):
+            raise RuntimeError("the audit queue did not drain within 60 s")
+        if audit.dropped(app):
+            raise RuntimeError(f"audit: {audit.dropped(app)} event(s) dropped during the benchmark")
         engine.dispose()
 
 
