@@ -48,7 +48,7 @@ def dose_weight(record: Record, ctx: MappingContext) -> list[dict[str, Any]]:
         return []
     status = "entered-in-error" if record["status"] == "entered-in-error" else "final"
     return [_observation(ctx, "administrations", _dose_key(record["id"]), WEIGHT, record["weight_kg"],
-                         record["start"], _patient_id(record, ctx), record.get("session_id"), status)]
+                         record["start"], ctx.patient_id_of(record), record.get("session_id"), status)]
 
 
 def dose_weight_reference(record: Record, ctx: MappingContext) -> dict[str, Any] | None:
@@ -81,10 +81,3 @@ def _observation(ctx: MappingContext, collection: str, key: str, kind: VitalKind
     out["valueQuantity"] = quantity(value, VITALS_UNIT[field])
     return out
 
-
-def _patient_id(record: Record, ctx: MappingContext) -> str:
-    patient_id = record.get("patient_id") or (ctx.session_patient_id(record["session_id"])
-                                              if record.get("session_id") else None)
-    if not patient_id:
-        raise ValueError(f"administration {record['id']!r}: no patient_id and no known session to take it from")
-    return patient_id

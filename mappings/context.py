@@ -44,3 +44,15 @@ class MappingContext:
     def session_patient_id(self, session_id: str) -> str | None:
         session = self.lookup("sessions", session_id)
         return session["patient_id"] if session else None
+
+    def patient_id_of(self, record: Record) -> str:
+        """The patient of a record: its ``patient_id`` (the service adds it to nested records), else
+        its session's patient.
+
+        :raise ValueError: neither is known
+        """
+        patient_id = record.get("patient_id") or (
+            self.session_patient_id(record["session_id"]) if record.get("session_id") else None)
+        if not patient_id:
+            raise ValueError(f"record {record.get('id')!r}: no patient_id and no known session to take it from")
+        return patient_id

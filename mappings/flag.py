@@ -45,7 +45,7 @@ def to_fhir(record: Record, ctx: MappingContext, collection: str) -> list[dict[s
         by_code.setdefault(w["code"], []).append(w["message"])
     if not by_code:
         return []
-    patient_id = _patient_id(record, ctx)
+    patient_id = ctx.patient_id_of(record)
     return [_flag(record, collection, code, "; ".join(messages), patient_id, ctx)
             for code, messages in by_code.items()]
 
@@ -77,10 +77,3 @@ def _flag(record: Record, collection: str, code: str, message: str, patient_id: 
     out["author"] = clinic_reference(ctx)  # the clinic's own checks raised it
     return out
 
-
-def _patient_id(record: Record, ctx: MappingContext) -> str:
-    patient_id = record.get("patient_id") or (
-        ctx.session_patient_id(record["session_id"]) if record.get("session_id") else None)
-    if not patient_id:
-        raise ValueError(f"record {record.get('id')!r}: no patient_id and no session to flag its warnings on")
-    return patient_id

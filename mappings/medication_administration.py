@@ -47,7 +47,7 @@ def to_fhir(record: Record, ctx: MappingContext) -> dict[str, Any]:
     if reason:
         out["statusReason"] = [{"text": reason}]
     out["medicationReference"] = medication_reference(record, ctx)
-    out["subject"] = reference(base, "Patient", "patients", _patient_id(record, ctx))
+    out["subject"] = reference(base, "Patient", "patients", ctx.patient_id_of(record))
     if session_id:
         out["context"] = reference(base, "Encounter", "sessions", session_id)
     weight = dose_weight_reference(record, ctx)
@@ -75,13 +75,6 @@ def _status_reason(record: Record, ctx: MappingContext) -> str | None:
         return session.get("stop_reason") if session else None
     return None
 
-
-def _patient_id(record: Record, ctx: MappingContext) -> str:
-    patient_id = record.get("patient_id") or (ctx.session_patient_id(record["session_id"])
-                                              if record.get("session_id") else None)
-    if not patient_id:
-        raise ValueError(f"administration {record['id']!r}: no patient_id and no known session to take it from")
-    return patient_id
 
 
 def _effective(record: Record) -> dict[str, Any]:

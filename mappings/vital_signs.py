@@ -142,7 +142,7 @@ def _observation(record: Record, kind: VitalKind, notes: list[dict[str, str]],
         "status": STATUS[record.get("status", "final")],
         "category": _categories(record, ctx),
         "code": codeable([VITALS[c] for c in kind.codes], VITALS_TEXT[kind.codes[0]]),
-        "subject": reference(ctx.base_uri, "Patient", "patients", _patient_id(record, ctx)),
+        "subject": reference(ctx.base_uri, "Patient", "patients", ctx.patient_id_of(record)),
     }
     if record.get("session_id"):
         out["encounter"] = reference(ctx.base_uri, "Encounter", "sessions", record["session_id"])
@@ -206,15 +206,6 @@ def _categories(record: Record, ctx: MappingContext) -> list[dict[str, Any]]:
     if timing:
         out.append(codeable([Code(local_system(ctx.base_uri, "timing"), timing)], TIMING_TEXT[timing]))
     return out
-
-
-def _patient_id(record: Record, ctx: MappingContext) -> str:
-    """The record's patient_id (the service adds it), else its session's patient."""
-    patient_id = record.get("patient_id") or (
-        ctx.session_patient_id(record["session_id"]) if record.get("session_id") else None)
-    if not patient_id:
-        raise ValueError(f"vitals {record.get('id')}: no patient_id and no session to find it from")
-    return patient_id
 
 
 def _notes_by_kind(record: Record, present: list[VitalKind]) -> dict[str, list[dict[str, str]]]:
